@@ -1,0 +1,258 @@
+//! Validated configuration: what the engine receives. Every value here has already been
+//! checked; nothing in this module can fail.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from (`<inline>` for a string without a file).
+    pub source: PathBuf,
+    pub global: Global,
+    pub limits: Limits,
+    pub log: Log,
+    pub frontends: Vec<Frontend>,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
+    /// Client connections held at once, all cores together. Default 20000.
+    pub maxconn: u32,
+    pub admin_socket: Option<PathBuf>,
+    pub stats: Option<SocketAddr>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+/// `[limits]`: an addition to the spec. Every limit a client or a server controls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Whole request or response head (request line / status line and headers), bytes.
+    /// Past it: 431 (request) or 502 (response). Default 16384.
+    pub max_head_bytes: usize,
+    /// Request target length, bytes. Past it: 414. Default 8192.
+    pub max_target_bytes: usize,
+    /// Header count in one head. Past it: 431 / 502. Default 100.
+    pub max_headers: usize,
+    /// Request body, bytes; 0 means no limit. Past it: 413. Default 1 GiB.
+    pub max_body_bytes: u64,
+    /// Idle pooled server connections kept per core and per server. Default 64.
+    pub pool_max_idle_per_server: usize,
+    /// How long an idle pooled server connection is kept. Default 30s.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 16384,
+            max_target_bytes: 8192,
+            max_headers: 100,
+            max_body_bytes: 1 << 30,
+            pool_max_idle_per_server: 64,
+            pool_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The `timeout_*` and `retries` fields: `[defaults]`, overridden per frontend or backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub client: Duration,
+    pub server: Duration,
+    pub http_request: Duration,
+    pub keep_alive: Duration,
+    pub queue: Duration,
+    pub retries: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            client: Duration::from_secs(50),
+            server: Duration::from_secs(50),
+            http_request: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(10),
+            queue: Duration::from_secs(30),
+            retries: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Httplog,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Syslog,
+    File(PathBuf),
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub access: LogTarget,
+    pub format: LogFormat,
+    pub dontlognull: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            access: LogTarget::Stdout,
+            format: LogFormat::Httplog,
+            dontlognull: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frontend {
+    pub name: String,
+    /// At least one address.
+    pub bind: Vec<SocketAddr>,
+    /// Index into `Config::backends`; `None` only when every request is redirected.
+    pub backend: Option<usize>,
+    pub redirect_https: Option<RedirectHttps>,
+    pub tls: Option<Tls>,
+    /// Headers set on every request forwarded from this frontend, in file order; each
+    /// replaces any header of the same name the client sent.
+    pub set_headers: Vec<(String, String)>,
+    /// X-Forwarded-For: the client's address, replacing any sent. Default true.
+    pub forwarded_for: bool,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectHttps {
+    /// 301, 302, 303, 307 or 308.
+    pub code: u16,
+    /// Requests whose path starts with one of these go to the backend.
+    pub except_prefixes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// At least one; the first is the default for clients without (matching) SNI.
+    pub certs: Vec<CertSource>,
+    /// A handshake not finished in this time is dropped. Default 10s.
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// One PEM file holding the chain and the key (HAProxy's `crt`).
+    Combined(PathBuf),
+    /// A PEM chain and a PEM key in two files.
+    Separate { cert: PathBuf, key: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+}
+
+/// A file read at load time (errorfile, waiting room page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub name: String,
+    pub balance: Balance,
+    /// A complete raw HTTP response, sent as it is.
+    pub errorfile_503: Option<LoadedFile>,
+    pub cookie: Option<Cookie>,
+    /// The application's own session cookie (default `MoodleSession`).
+    pub app_cookie: String,
+    /// Requests waiting in this backend past which new ones get the waiting room.
+    pub max_queue: Option<u32>,
+    /// An HTML page; `None` means the built-in page.
+    pub waiting_room: Option<LoadedFile>,
+    pub check: Option<Check>,
+    /// At least one.
+    pub servers: Vec<Server>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieMode {
+    Insert,
+    Prefix,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cookie {
+    pub name: String,
+    pub mode: CookieMode,
+    pub indirect: bool,
+    pub nocache: bool,
+    pub httponly: bool,
+    pub secure: bool,
+    pub samesite: Option<SameSite>,
+    pub domain: Option<String>,
+    pub maxidle: Option<Duration>,
+    pub maxlife: Option<Duration>,
+    /// Secret for the HMAC that signs the cookie value.
+    pub key: Option<String>,
+}
+
+/// An inclusive range of status codes, `"200"` or `"200-399"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl StatusRange {
+    pub fn contains(&self, status: u16) -> bool {
+        self.lo <= status && status <= self.hi
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub method: String,
+    pub uri: String,
+    pub host: Option<String>,
+    pub expect_status: StatusRange,
+    pub expect_string: Option<String>,
+    pub interval: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub name: String,
+    pub address: SocketAddr,
+    /// The persistence cookie value; defaults to the server's name.
+    pub cookie: String,
+    /// 1..=256.
+    pub weight: u32,
+    /// 0: no limit.
+    pub maxconn: u32,
+    pub backup: bool,
+    pub check: bool,
+}

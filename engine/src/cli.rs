@@ -1,0 +1,222 @@
+//! The command line: `engine [--cores N] -c FILE`, `engine check -c FILE`, `engine demo`,
+//! `engine --version`. `main` calls [`main`] and exits with what it returns.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::runtime::{self, DriverChoice, Options};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DriverArg {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl From<DriverArg> for DriverChoice {
+    fn from(d: DriverArg) -> Self {
+        match d {
+            DriverArg::Auto => DriverChoice::Auto,
+            DriverArg::Uring => DriverChoice::Uring,
+            DriverArg::Epoll => DriverChoice::Epoll,
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "engine", about = "A thread-per-core HTTP/1.1 load balancer for Moodle", disable_version_flag = true)]
+pub struct Args {
+    /// Worker cores (default: all).
+    #[arg(long, global = true)]
+    pub cores: Option<usize>,
+    /// The configuration file.
+    #[arg(short = 'c', long = "config", global = true)]
+    pub config: Option<PathBuf>,
+    /// I/O driver: io_uring, falling back to epoll where it is refused (auto).
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    pub driver: DriverArg,
+    /// Run even when `engine check` finds lint errors that lock students out.
+    #[arg(long, global = true)]
+    pub force: bool,
+    /// Print the version and the driver this kernel would get.
+    #[arg(long)]
+    pub version: bool,
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Load and validate the configuration without binding anything.
+    Check,
+    /// Moodle-like origins and the load balancer on loopback, with a self-signed cert.
+    Demo,
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+pub fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    if args.version {
+        println!("engine {} (driver: {})", env!("CARGO_PKG_VERSION"), runtime::probe_driver().as_str());
+        return ExitCode::SUCCESS;
+    }
+    init_tracing();
+    let opts = Options { cores: args.cores.unwrap_or_else(runtime::available_cores), driver: args.driver.into(), pin: true };
+    match args.cmd {
+        Some(Cmd::Check) => {
+            let Some(path) = args.config else {
+                eprintln!("engine check: give the configuration with -c FILE");
+                return ExitCode::from(2);
+            };
+            check(&path)
+        }
+        Some(Cmd::Demo) => match crate::demo::run(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("engine demo: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        None => {
+            let Some(path) = args.config else {
+                eprintln!("engine: give the configuration with -c FILE (or try `engine demo`)");
+                return ExitCode::from(2);
+            };
+            run(&path, opts, args.force)
+        }
+    }
+}
+
+/// `engine check`: every error and warning; 0 when valid.
+pub fn check(path: &Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(l) => {
+            for w in &l.warnings {
+                println!("{w}");
+            }
+            println!("{}: configuration is valid ({} warning{})", path.display(), l.warnings.len(), if l.warnings.len() == 1 { "" } else { "s" });
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            for d in &diags {
+                println!("{d}");
+            }
+            let errors = diags.iter().filter(|d| d.severity == config::diag::Severity::Error).count();
+            println!("{}: configuration refused ({} error{})", path.display(), errors, if errors == 1 { "" } else { "s" });
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: &Path, force: bool) -> Result<config::Config, String> {
+    match config::load_file_with(path, &config::LoadOptions { force }) {
+        Ok(l) => {
+            for w in &l.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(l.config)
+        }
+        Err(diags) => Err(diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")),
+    }
+}
+
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads.
+pub fn run(path: &Path, opts: Options, force: bool) -> ExitCode {
+    let cfg = match load(path, force) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: configuration refused", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let user = cfg.global.user.clone();
+    let group = cfg.global.group.clone();
+    let running = match runtime::start(cfg, opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("engine: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = drop_privileges(user.as_deref(), group.as_deref()) {
+        eprintln!("engine: {e}");
+        running.stop();
+        return ExitCode::from(1);
+    }
+    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP, signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("engine: cannot install signal handlers: {e}");
+            running.stop();
+            return ExitCode::from(1);
+        }
+    };
+    for sig in signals.forever() {
+        match sig {
+            signal_hook::consts::SIGHUP => match load(path, force) {
+                Ok(cfg) => match running.reload(cfg) {
+                    Ok(()) => tracing::info!("configuration reloaded"),
+                    Err(e) => tracing::error!("{e}; the running configuration stays"),
+                },
+                Err(e) => tracing::error!("reload refused, the running configuration stays:\n{e}"),
+            },
+            _ => {
+                tracing::info!("stopping: finishing in-flight requests");
+                break;
+            }
+        }
+    }
+    running.stop();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
+    use std::ffi::CString;
+    if let Some(g) = group {
+        let c = CString::new(g).map_err(|_| format!("bad group name {g:?}"))?;
+        // SAFETY: c is a valid C string; getgrnam returns NULL or a valid pointer.
+        let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+        if gr.is_null() {
+            return Err(format!("group {g:?} does not exist"));
+        }
+        // SAFETY: gr checked non-null above.
+        if unsafe { libc::setgid((*gr).gr_gid) } != 0 {
+            return Err(format!("cannot switch to group {g:?}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    if let Some(u) = user {
+        let c = CString::new(u).map_err(|_| format!("bad user name {u:?}"))?;
+        // SAFETY: as above.
+        let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+        if pw.is_null() {
+            return Err(format!("user {u:?} does not exist"));
+        }
+        // SAFETY: pw checked non-null above.
+        unsafe {
+            if group.is_none() && libc::setgid((*pw).pw_gid) != 0 {
+                return Err(format!("cannot switch to the group of {u:?}: {}", std::io::Error::last_os_error()));
+            }
+            if libc::setuid((*pw).pw_uid) != 0 {
+                return Err(format!("cannot switch to user {u:?}: {}", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! engine: a thread-per-core HTTP/1.1 load balancer for Moodle on io_uring.
+//!
+//! Map of the crate:
+//! - [`runtime`]: [`start`] binds every listener (SO_REUSEPORT, one per core and address),
+//!   spawns the pinned worker threads, each with its own monoio runtime, and returns a
+//!   [`Running`] handle (addresses, reload, graceful stop).
+//! - [`worker`]: one core's state: pools, buffers, counters, the periodic sweep.
+//! - [`proxy`]: the request path, by phases (read head, route, connect, send, relay, log).
+//! - [`http`]: sans-io HTTP/1.x heads and chunked coding.
+//! - [`balance`]: server selection, a pure function of a state snapshot.
+//! - [`persist`]: cookie persistence, sans-io.
+//! - [`snapshot`]: the immutable config and state snapshots that reach the cores.
+//! - [`idle`]: buffer-less idle keep-alive waits, expired by the sweep.
+//! - [`log`]: the access log, buffered per core.
+//! - [`tls`]: rustls server configuration and SNI certificate selection.
+//! - [`cli`]: the command line (`main` only calls it).
+//! - [`demo`]: `engine demo`.
+
+pub mod balance;
+pub mod cli;
+pub mod demo;
+pub mod http;
+pub mod idle;
+pub mod log;
+pub mod persist;
+pub mod proxy;
+pub mod runtime;
+pub mod snapshot;
+pub mod tls;
+pub mod worker;
+
+pub use config;
+pub use runtime::{start, DriverChoice, Options, Running};
+pub use worker::DriverKind;
+
+/// Errors from starting or reloading the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("frontend {0:?}: {1}")]
+    Tls(String, tls::TlsError),
+    #[error("cannot listen on {addr}: {err}")]
+    Bind { addr: std::net::SocketAddr, err: std::io::Error },
+    #[error("io_uring was asked for but the kernel refused it: {0}")]
+    UringRefused(std::io::Error),
+    #[error("cannot start the I/O driver: {0}")]
+    Driver(std::io::Error),
+    #[error("cannot open the access log: {0}")]
+    Log(std::io::Error),
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
+    #[error("reload refused: {0}")]
+    Reload(String),
+}

@@ -1,0 +1,1406 @@
+//! The request path, by its phases: **read head** (buffer-less while idle), **route**
+//! (redirect, limits, persistence, selection), **connect** (pool or new, retried on
+//! another server), **send** (the rewritten head, then the body streamed), **relay** (the
+//! response head rewritten, the body streamed and re-framed where needed), **log** (once
+//! per request, failures included).
+//!
+//! The per-request work is a boxed future of its own, so that an idle connection's
+//! future stays small.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Splitable};
+use monoio::net::TcpStream;
+
+use crate::balance::{self, Candidate};
+use crate::http::chunked::{chunk_header, ChunkedDecoder};
+use crate::http::head::{eq_ic, parse_request, parse_response, BodyLen, Method, RequestHead, ResponseHead};
+use crate::http::{error_response, push_u64, simple_response};
+use crate::idle::Wake;
+use crate::log::Record;
+use crate::persist;
+use crate::snapshot::{FrontendRt, Snapshot};
+use crate::worker::{Worker, BUF_SIZE, HOLD_TICKS, TICK};
+
+/// What the client connection does after an exchange.
+enum Next {
+    KeepAlive,
+    Close,
+    /// Shut down writing, drain briefly, then close (after a 4xx, RFC 9112 §9.6).
+    Linger,
+    Tunnel(TcpStream),
+}
+
+/// A client stream: plain TCP or TLS.
+pub trait ClientIo: AsyncReadRent + AsyncWriteRent + monoio::io::Split + 'static {
+    /// Waits for the next request's first bytes while idle; see [`crate::idle`].
+    fn idle_read(&mut self, w: &Worker, buf: Vec<u8>, expire_ticks: u64) -> impl Future<Output = Idle>;
+}
+
+pub enum Idle {
+    /// Bytes arrived (the buffer may still be empty after a buffer-less wait).
+    Ready(Vec<u8>),
+    Eof,
+    Expired,
+    Stopped,
+}
+
+impl ClientIo for TcpStream {
+    async fn idle_read(&mut self, w: &Worker, buf: Vec<u8>, expire_ticks: u64) -> Idle {
+        let buf = if buf.capacity() == 0 { w.get_buf() } else { buf };
+        let (key, h) = w.idle.register(HOLD_TICKS, expire_ticks);
+        let (r, buf) = self.cancelable_read(buf, h).await;
+        let age = w.idle.age(key);
+        let wake = w.idle.remove(key);
+        match r {
+            Ok(0) => {
+                w.put_buf(buf);
+                return Idle::Eof;
+            }
+            Ok(_) => return Idle::Ready(buf),
+            Err(_) => {}
+        }
+        match wake {
+            Wake::Demote => {}
+            Wake::Expired => {
+                w.put_buf(buf);
+                return Idle::Expired;
+            }
+            Wake::Stop => {
+                w.put_buf(buf);
+                return Idle::Stopped;
+            }
+            Wake::Pending => {
+                w.put_buf(buf);
+                return Idle::Eof;
+            }
+        }
+        // Give the buffer back and wait without one: a zero-length receive completes
+        // when data (or EOF) arrives.
+        w.put_buf(buf);
+        let (key, h) = w.idle.register(0, expire_ticks.saturating_sub(age));
+        let (r, _) = self.cancelable_read(Vec::<u8>::new(), h).await;
+        let wake = w.idle.remove(key);
+        match (r, wake) {
+            (Ok(_), _) => Idle::Ready(w.get_buf()),
+            (Err(_), Wake::Expired) => Idle::Expired,
+            (Err(_), Wake::Stop) => Idle::Stopped,
+            (Err(_), _) => Idle::Eof,
+        }
+    }
+}
+
+impl ClientIo for monoio_rustls::ServerTlsStream<TcpStream> {
+    async fn idle_read(&mut self, w: &Worker, buf: Vec<u8>, expire_ticks: u64) -> Idle {
+        let buf = if buf.capacity() == 0 { w.get_buf() } else { buf };
+        let (key, _h) = w.idle.register(0, expire_ticks);
+        let len = buf.len();
+        let woken = w.idle.woken(key);
+        let read = self.read(buf.slice_mut(len..));
+        let out = monoio::select! {
+            (r, s) = read => {
+                let buf = s.into_inner();
+                match r {
+                    Ok(0) | Err(_) => { w.put_buf(buf); Idle::Eof }
+                    Ok(_) => Idle::Ready(buf),
+                }
+            },
+            wk = woken => if wk == Wake::Stop { Idle::Stopped } else { Idle::Expired },
+        };
+        w.idle.remove(key);
+        out
+    }
+}
+
+/// The client's read buffer: `v[start..]` holds bytes not yet used.
+struct ClientBuf {
+    v: Vec<u8>,
+    start: usize,
+}
+
+impl ClientBuf {
+    fn data(&self) -> &[u8] {
+        &self.v[self.start..]
+    }
+    fn is_empty(&self) -> bool {
+        self.start >= self.v.len()
+    }
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.v.len() {
+            self.start = 0;
+            self.v.clear();
+        }
+    }
+    /// Makes room to append: moves unread bytes to the front, grows up to `limit`.
+    fn make_room(&mut self, w: &Worker, limit: usize) {
+        if self.v.capacity() == 0 {
+            self.v = w.get_buf();
+        }
+        if self.start > 0 {
+            self.v.drain(..self.start);
+            self.start = 0;
+        }
+        if self.v.len() == self.v.capacity() && self.v.capacity() < limit {
+            self.v.reserve(limit.max(BUF_SIZE) - self.v.len());
+        }
+    }
+    fn release(&mut self, w: &Worker) {
+        if self.is_empty() {
+            let v = std::mem::take(&mut self.v);
+            w.put_buf(v);
+            self.start = 0;
+        }
+    }
+}
+
+async fn read_into<R: AsyncReadRent>(r: &mut R, cb: &mut ClientBuf) -> io::Result<usize> {
+    let v = std::mem::take(&mut cb.v);
+    let len = v.len();
+    let (res, s) = r.read(v.slice_mut(len..)).await;
+    cb.v = s.into_inner();
+    res
+}
+
+async fn write_vec<W: AsyncWriteRent>(wr: &mut W, buf: Vec<u8>, t: Duration) -> (io::Result<()>, Vec<u8>) {
+    match monoio::time::timeout(t, wr.write_all(buf)).await {
+        Ok((Ok(_), b)) => (Ok(()), b),
+        Ok((Err(e), b)) => (Err(e), b),
+        Err(_) => (Err(io::Error::new(io::ErrorKind::TimedOut, "write timeout")), Vec::new()),
+    }
+}
+
+/// Entry point for an accepted connection: TLS handshake where the frontend has TLS.
+pub async fn serve_accepted(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr) {
+    let snap = w.snapshot();
+    let Some(front) = snap.frontends.get(fe) else { return };
+    if let Some(t) = &front.tls {
+        let acceptor = w.tls.borrow().get(fe).cloned().flatten();
+        let Some(acc) = acceptor else { return };
+        match monoio::time::timeout(t.handshake_timeout, acc.accept(stream)).await {
+            Ok(Ok(tls)) => serve(w, fe, tls, peer, true).await,
+            Ok(Err(e)) => tracing::info!(client = %peer, frontend = %front.name, "TLS handshake failed: {e}"),
+            Err(_) => tracing::info!(client = %peer, frontend = %front.name, "TLS handshake timed out"),
+        }
+    } else {
+        serve(w, fe, stream, peer, false).await
+    }
+}
+
+/// Serves one client connection to its end.
+pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: SocketAddr, tls: bool) {
+    let mut cb = ClientBuf { v: Vec::new(), start: 0 };
+    let mut first = true;
+    loop {
+        w.refresh();
+        let snap = w.snapshot();
+        let Some(front) = snap.frontends.get(fe) else { return };
+        let t = front.cfg.timeouts;
+        // READ HEAD: wait (buffer-less when idle long), then read until the head parses.
+        let wall = SystemTime::now();
+        let mut started = Instant::now();
+        if cb.is_empty() {
+            let ticks = ticks_for(if first { t.http_request } else { t.keep_alive });
+            let buf = std::mem::take(&mut cb.v);
+            match io.idle_read(&w, buf, ticks).await {
+                Idle::Ready(v) => {
+                    cb.v = v;
+                    cb.start = 0;
+                }
+                Idle::Eof | Idle::Stopped => return,
+                Idle::Expired => {
+                    if first {
+                        // Nothing arrived within timeout_http_request.
+                        let _ = write_vec(&mut io, error_response(408, true), t.client).await;
+                        if !w.log.borrow().dontlognull {
+                            log_simple(&w, &snap, fe, peer, wall, started, 408, "cR", String::new());
+                        }
+                    }
+                    return;
+                }
+            }
+            started = Instant::now();
+        }
+        let deadline = started + t.http_request;
+        let head = loop {
+            match parse_request(cb.data(), &snap.head_limits) {
+                Ok(Some(h)) => break Ok(h),
+                Ok(None) => {}
+                Err(e) => break Err(Some(e)),
+            }
+            cb.make_room(&w, snap.head_limits.max_head_bytes + 1024);
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(None);
+            }
+            match monoio::time::timeout(deadline - now, read_into(&mut io, &mut cb)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    // The client left mid-head (or between requests: not an error).
+                    if !cb.is_empty() && !w.log.borrow().dontlognull {
+                        log_simple(&w, &snap, fe, peer, wall, started, 400, "CR", String::new());
+                    }
+                    cb.release(&w);
+                    return;
+                }
+                Ok(Ok(_)) => {}
+                Err(_) => break Err(None),
+            }
+        };
+        first = false;
+        let head = match head {
+            Ok(h) => h,
+            Err(None) => {
+                // The head did not arrive within timeout_http_request.
+                let _ = write_vec(&mut io, error_response(408, true), t.client).await;
+                log_simple(&w, &snap, fe, peer, wall, started, 408, "cR", String::new());
+                cb.release(&w);
+                return;
+            }
+            Err(Some(e)) => {
+                let status = e.status();
+                tracing::debug!(client = %peer, "refused request: {e}");
+                let _ = write_vec(&mut io, error_response(status, true), t.client).await;
+                log_simple(&w, &snap, fe, peer, wall, started, status, "PR", String::new());
+                cb.release(&w);
+                linger(&mut io).await;
+                return;
+            }
+        };
+        let tq = started.elapsed();
+        let ex = Box::pin(exchange(&w, &snap, fe, &mut io, &mut cb, peer, head, wall, started, tq, tls));
+        match ex.await {
+            Next::KeepAlive => {
+                if w.stopping.get() {
+                    cb.release(&w);
+                    return;
+                }
+                if cb.is_empty() {
+                    cb.release(&w);
+                }
+            }
+            Next::Close => {
+                cb.release(&w);
+                return;
+            }
+            Next::Linger => {
+                cb.release(&w);
+                linger(&mut io).await;
+                return;
+            }
+            Next::Tunnel(up) => {
+                let leftover = cb.data().to_vec();
+                cb.release(&w);
+                tunnel(io, up, leftover, t.client.max(t.server)).await;
+                return;
+            }
+        }
+    }
+}
+
+fn ticks_for(d: Duration) -> u64 {
+    (d.as_millis() as u64).div_ceil(TICK.as_millis() as u64).max(1)
+}
+
+async fn linger<S: ClientIo>(io: &mut S) {
+    let _ = io.shutdown().await;
+    let drain = async {
+        let mut n = 0;
+        let mut buf = Vec::with_capacity(4096);
+        while n < 64 * 1024 {
+            let (r, b) = io.read(buf).await;
+            buf = b;
+            buf.clear();
+            match r {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+    };
+    let _ = monoio::time::timeout(Duration::from_millis(200), drain).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_simple(w: &Worker, snap: &Snapshot, fe: usize, peer: SocketAddr, wall: SystemTime, started: Instant, status: u16, term: &str, request: String) {
+    let tt = started.elapsed().as_millis() as i64;
+    let rec = Record {
+        client: peer,
+        start: wall,
+        frontend_idx: fe,
+        backend: None,
+        server: None,
+        tq: tt,
+        tw: -1,
+        tc: -1,
+        tr: -1,
+        tt,
+        status,
+        bytes: 0,
+        cookie: *b"--",
+        term: [term.as_bytes()[0], term.as_bytes()[1]],
+        request: if request.is_empty() { "<BADREQ>".into() } else { request },
+    };
+    w.log.borrow_mut().push(&rec, &snap.frontends, &snap.backends, &snap.servers);
+}
+
+/// A failure on the request path: which side, what the client gets, how the log names it.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+enum Fail {
+    #[error("no server available")]
+    NoServer,
+    #[error("server connection failed")]
+    Connect,
+    #[error("server timed out")]
+    ServerTimeout,
+    #[error("server closed or sent a malformed response")]
+    BadResponse,
+    #[error("client aborted")]
+    ClientAbort,
+    #[error("client timed out")]
+    ClientTimeout,
+    #[error("client sent a malformed body")]
+    BadBody,
+    #[error("request body too large")]
+    BodyTooLarge,
+}
+
+impl Fail {
+    fn status(self) -> u16 {
+        match self {
+            Fail::NoServer | Fail::Connect => 503,
+            Fail::ServerTimeout => 504,
+            Fail::BadResponse => 502,
+            Fail::ClientAbort => 400,
+            Fail::ClientTimeout => 408,
+            Fail::BadBody => 400,
+            Fail::BodyTooLarge => 413,
+        }
+    }
+}
+
+struct Ctx<'a> {
+    w: &'a Worker,
+    snap: &'a Snapshot,
+    fe: &'a FrontendRt,
+    rec: Record,
+}
+
+impl Ctx<'_> {
+    fn log(&mut self, status: u16, term: &[u8; 2], started: Instant) {
+        self.rec.status = status;
+        self.rec.term = *term;
+        self.rec.tt = started.elapsed().as_millis() as i64;
+        let snap = self.snap;
+        self.w.log.borrow_mut().push(&self.rec, &snap.frontends, &snap.backends, &snap.servers);
+    }
+}
+
+fn is_excluded_header(name: &[u8], fe: &FrontendRt) -> bool {
+    (fe.cfg.forwarded_for && eq_ic(name, b"x-forwarded-for"))
+        || eq_ic(name, b"x-forwarded-proto")
+        || eq_ic(name, b"x-forwarded-ssl")
+        || fe.set_names_lc.iter().any(|n| eq_ic(n, name))
+}
+
+/// Writes the request head for the server. Returns the server cookie the request named.
+fn build_request_head(
+    buf: &[u8],
+    req: &RequestHead,
+    fe: &FrontendRt,
+    be: Option<&crate::snapshot::BackendRt>,
+    peer: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
+    let mut sticky = None;
+    out.extend_from_slice(req.method_str(buf));
+    out.push(b' ');
+    out.extend_from_slice(req.target(buf));
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let cookie_cfg = be.and_then(|b| b.cookie.as_ref());
+    for f in &req.fields {
+        if f.drop {
+            continue;
+        }
+        let name = f.name(buf);
+        if is_excluded_header(name, fe) {
+            continue;
+        }
+        if let (Some(c), true) = (cookie_cfg, eq_ic(name, b"cookie")) {
+            let (found, rewritten) = persist::rewrite_request_cookie(f.value(buf), c, &be.map(|b| b.app_cookie.as_str()).unwrap_or(""));
+            if sticky.is_none() {
+                sticky = found;
+            }
+            if let Some(v) = rewritten {
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(&v);
+                out.extend_from_slice(b"\r\n");
+            }
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(f.value(buf));
+        out.extend_from_slice(b"\r\n");
+    }
+    match req.body {
+        BodyLen::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyLen::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        _ => {}
+    }
+    if let Some((a, b)) = req.upgrade {
+        out.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: ");
+        out.extend_from_slice(&buf[a as usize..b as usize]);
+        out.extend_from_slice(b"\r\n");
+    }
+    if fe.cfg.forwarded_for {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        out.extend_from_slice(peer.ip().to_canonical().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&fe.set_lines);
+    sticky
+}
+
+/// The placeholder index of the Host header for HTTP/1.0 requests without one: the head
+/// ends with the empty line, which we write after possibly adding Host.
+fn finish_head(out: &mut Vec<u8>, need_host: Option<&str>) {
+    if let Some(h) = need_host {
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn redirect_location(buf: &[u8], req: &RequestHead) -> Option<String> {
+    let host = std::str::from_utf8(req.host(buf)?).ok()?;
+    let target = std::str::from_utf8(req.target(buf)).ok()?;
+    if !target.starts_with('/') {
+        return None;
+    }
+    Some(format!("https://{host}{target}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange<S: ClientIo>(
+    w: &Worker,
+    snap: &Snapshot,
+    fe_idx: usize,
+    io: &mut S,
+    cb: &mut ClientBuf,
+    peer: SocketAddr,
+    req: RequestHead,
+    wall: SystemTime,
+    started: Instant,
+    tq: Duration,
+    _tls: bool,
+) -> Next {
+    let fe = &snap.frontends[fe_idx];
+    let t = fe.cfg.timeouts;
+    let logging = w.log.borrow().enabled();
+    let request_line = if logging { req.request_line(cb.data()) } else { String::new() };
+    let mut cx = Ctx {
+        w,
+        snap,
+        fe,
+        rec: Record {
+            client: peer,
+            start: wall,
+            frontend_idx: fe_idx,
+            backend: fe.backend,
+            server: None,
+            tq: tq.as_millis() as i64,
+            tw: -1,
+            tc: -1,
+            tr: -1,
+            tt: 0,
+            status: 0,
+            bytes: 0,
+            cookie: *b"--",
+            term: *b"--",
+            request: request_line,
+        },
+    };
+    let client_ka = req.client_keep_alive();
+    let has_body = req.body != BodyLen::None;
+
+    // ROUTE: redirect to HTTPS unless the path is an exception.
+    if let Some(r) = &fe.cfg.redirect_https {
+        let target = req.target(cb.data());
+        let excepted = r.except_prefixes.iter().any(|p| target.starts_with(p.as_bytes()));
+        if !excepted || fe.backend.is_none() {
+            let (status, resp) = match redirect_location(cb.data(), &req) {
+                Some(loc) => (r.code, simple_response(r.code, &[("Location", &loc)], "", has_body || !client_ka)),
+                None => (400, error_response(400, true)),
+            };
+            cb.consume(req.head_len);
+            let close = has_body || !client_ka || status == 400;
+            let n = resp.len() as u64;
+            let (res, _) = write_vec(io, resp, t.client).await;
+            cx.rec.backend = None;
+            cx.rec.bytes = n;
+            cx.log(status, if res.is_ok() { b"--" } else { b"CD" }, started);
+            return if res.is_err() || close { Next::Close } else { Next::KeepAlive };
+        }
+    }
+    let Some(be_idx) = fe.backend else {
+        cb.consume(req.head_len);
+        let _ = write_vec(io, error_response(503, true), t.client).await;
+        cx.log(503, b"PR", started);
+        return Next::Close;
+    };
+    let be = &snap.backends[be_idx];
+    let bt = be.cfg.timeouts;
+
+    // Limits on the body.
+    let max_body = snap.cfg.limits.max_body_bytes;
+    if let BodyLen::Length(n) = req.body {
+        if max_body > 0 && n > max_body {
+            cb.consume(req.head_len);
+            let _ = write_vec(io, error_response(413, true), t.client).await;
+            cx.log(413, b"PR", started);
+            return Next::Linger;
+        }
+    }
+
+    // The head for the server (the same whichever server takes it).
+    let mut out = w.get_buf();
+    let sticky = build_request_head(cb.data(), &req, fe, Some(be), peer, &mut out);
+    let need_host = if req.host.is_none() { Some(()) } else { None };
+    let method = req.method;
+    let head_len = req.head_len;
+    let expect_continue = req.expect_continue && req.minor == 1;
+    let upgrade = req.upgrade.is_some();
+    let client_minor = req.minor;
+    let body_len = req.body;
+    drop(req);
+    cb.consume(head_len);
+
+    // Persistence: does the cookie name a server that can take the request?
+    let states = w.states.borrow().clone();
+    let cookie_cfg = be.cookie.as_ref();
+    let mut sticky_server = None;
+    if let (Some(_), Some(v)) = (cookie_cfg, sticky.as_ref()) {
+        let found = (be.first..be.first + be.count).find(|&i| snap.servers[i].cookie.as_bytes() == v.as_slice());
+        match found {
+            Some(i) => {
+                let c = candidate(w, snap, &states, i, &[]);
+                if balance::sticky_ok(&c) {
+                    sticky_server = Some(i);
+                    cx.rec.cookie[0] = b'V';
+                } else {
+                    cx.rec.cookie[0] = b'D';
+                }
+            }
+            None => cx.rec.cookie[0] = b'I',
+        }
+    } else if cookie_cfg.is_some() {
+        cx.rec.cookie[0] = b'N';
+    }
+
+    // Body bytes already here: sent with the head when the whole body is.
+    let mut body_sent_in_head = 0u64;
+    let mut chunked_dec = None;
+    let mut out_tail_done = false;
+
+    // CONNECT, with retries on other servers.
+    let t_connect = Instant::now();
+    let mut tried: Vec<usize> = Vec::new();
+    let retries = bt.retries;
+    let mut attempts = 0u32;
+    let (mut up, sid, reused) = loop {
+        let pick = match sticky_server.take() {
+            Some(i) => Some(i),
+            None => select(w, snap, &states, be_idx, &tried),
+        };
+        let Some(sid) = pick else {
+            w.put_buf(out);
+            let resp = be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true));
+            let n = resp.len() as u64;
+            let _ = write_vec(io, resp, t.client).await;
+            cx.rec.bytes = n;
+            cx.rec.tc = -1;
+            cx.log(503, if tried.is_empty() { b"SC" } else { b"SC" }, started);
+            return if has_body { Next::Close } else { Next::Close };
+        };
+        cx.rec.server = Some(sid);
+        match connect(w, snap, sid, bt.connect, method.is_idempotent() && !has_body).await {
+            Ok((s, reused)) => break (s, sid, reused),
+            Err(e) => {
+                tracing::debug!(server = %snap.servers[sid].name, "connect failed: {e}");
+                let mut c = w.counters.borrow_mut();
+                c[sid].failures += 1;
+                c[sid].avoid_until = Some(Instant::now() + Duration::from_secs(2));
+                drop(c);
+                tried.push(sid);
+                attempts += 1;
+                if attempts > retries {
+                    w.put_buf(out);
+                    let resp = be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true));
+                    let _ = write_vec(io, resp, t.client).await;
+                    cx.log(503, b"SC", started);
+                    return Next::Close;
+                }
+            }
+        }
+    };
+    cx.rec.tw = 0;
+    cx.rec.tc = t_connect.elapsed().as_millis() as i64;
+    if cookie_cfg.is_some() && cx.rec.cookie[0] != b'V' {
+        cx.rec.cookie[1] = b'I';
+    }
+    let srv = &snap.servers[sid];
+    let is_10_without_host = need_host.is_some();
+    finish_head(&mut out, if is_10_without_host { Some(&srv.host_header) } else { None });
+    // Include the buffered body with the head when it is all there.
+    if let BodyLen::Length(n) = body_len {
+        let avail = cb.data().len() as u64;
+        if avail >= n && (n as usize) < 64 * 1024 {
+            out.extend_from_slice(&cb.data()[..n as usize]);
+            cb.consume(n as usize);
+            body_sent_in_head = n;
+            out_tail_done = true;
+        }
+    } else if body_len == BodyLen::None {
+        out_tail_done = true;
+    }
+    {
+        let mut c = w.counters.borrow_mut();
+        c[sid].active += 1;
+        c[sid].total += 1;
+    }
+    let result = send_and_relay(
+        &mut cx,
+        io,
+        cb,
+        &mut up,
+        out,
+        reused,
+        out_tail_done,
+        body_len,
+        body_sent_in_head,
+        &mut chunked_dec,
+        method,
+        expect_continue,
+        client_minor,
+        client_ka,
+        upgrade,
+        sid,
+        started,
+    )
+    .await;
+    w.counters.borrow_mut()[sid].active -= 1;
+    match result {
+        Relay::Done { keep_server, keep_client } => {
+            if keep_server {
+                w.pool_put(sid, up, snap.generation);
+            }
+            if keep_client {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            }
+        }
+        Relay::Upgrade => Next::Tunnel(up),
+        Relay::Failed(f, term, answered) => {
+            if !answered {
+                let status = f.status();
+                let resp = if status == 503 { be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true)) } else { error_response(status, true) };
+                let _ = write_vec(io, resp, t.client).await;
+                cx.log(status, &term, started);
+            } else {
+                cx.log(cx.rec.status, &term, started);
+            }
+            if matches!(f, Fail::BadBody | Fail::BodyTooLarge) {
+                Next::Linger
+            } else {
+                Next::Close
+            }
+        }
+    }
+}
+
+enum Relay {
+    Done { keep_server: bool, keep_client: bool },
+    Upgrade,
+    /// Failed; `answered`: the client already got (part of) a response.
+    Failed(Fail, [u8; 2], bool),
+}
+
+fn candidate(w: &Worker, snap: &Snapshot, states: &crate::snapshot::States, i: usize, tried: &[usize]) -> Candidate {
+    let st = states.servers.get(i).copied().unwrap_or(crate::snapshot::ServerStatus { state: crate::balance::ServerState::Up, weight: snap.servers[i].weight });
+    let c = &w.counters.borrow()[i];
+    let avoid = c.avoid_until.map(|u| Instant::now() < u).unwrap_or(false);
+    let srv = &snap.servers[i];
+    let full = srv.maxconn > 0 && srv.inflight.load(std::sync::atomic::Ordering::Relaxed) >= srv.maxconn;
+    Candidate { state: st.state, weight: st.weight, backup: srv.backup, active: c.active, excluded: tried.contains(&i) || avoid || full }
+}
+
+/// Picks a server for a new client: a pure function of the states and this core's
+/// balancing state.
+fn select(w: &Worker, snap: &Snapshot, states: &crate::snapshot::States, be_idx: usize, tried: &[usize]) -> Option<usize> {
+    let be = &snap.backends[be_idx];
+    let mut cands: Vec<Candidate> = (be.first..be.first + be.count).map(|i| candidate(w, snap, states, i, tried)).collect();
+    let pick = |cands: &[Candidate]| {
+        let mut rr = w.rr.borrow_mut();
+        let rr = &mut rr[be_idx];
+        match be.balance {
+            config::Balance::RoundRobin => balance::pick_roundrobin(cands, rr),
+            config::Balance::LeastConn => balance::pick_leastconn(cands, rr),
+        }
+    };
+    if let Some(i) = pick(&cands) {
+        return Some(be.first + i);
+    }
+    // Every server was avoided after recent failures: try them anyway, except the ones
+    // this request already tried.
+    for (k, c) in cands.iter_mut().enumerate() {
+        c.excluded = tried.contains(&(be.first + k));
+    }
+    pick(&cands).map(|i| be.first + i)
+}
+
+/// A pooled connection when there is one (checked alive for requests that must not be
+/// replayed), else a new one within timeout_connect.
+async fn connect(w: &Worker, snap: &Snapshot, sid: usize, timeout: Duration, replayable: bool) -> io::Result<(TcpStream, bool)> {
+    while let Some(p) = w.pool_take(sid) {
+        if replayable || alive(&p.stream) {
+            return Ok((p.stream, true));
+        }
+    }
+    let addr = snap.servers[sid].addr;
+    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok((s, false))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
+    }
+}
+
+/// Whether a pooled connection is still open (the server has not closed it): a
+/// non-blocking peek, used only before a request that could not be replayed.
+fn alive(s: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: valid fd and buffer.
+    let n = unsafe { libc::recv(s.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_and_relay<S: ClientIo>(
+    cx: &mut Ctx<'_>,
+    io: &mut S,
+    cb: &mut ClientBuf,
+    up: &mut TcpStream,
+    out: Vec<u8>,
+    reused: bool,
+    whole_request_in_out: bool,
+    body_len: BodyLen,
+    body_sent: u64,
+    dec: &mut Option<ChunkedDecoder>,
+    method: Method,
+    expect_continue: bool,
+    client_minor: u8,
+    client_ka: bool,
+    upgrade: bool,
+    sid: usize,
+    started: Instant,
+) -> Relay {
+    let w = cx.w;
+    let snap = cx.snap;
+    let t = cx.fe.cfg.timeouts;
+    let bt = snap.backends[snap.servers[sid].backend].cfg.timeouts;
+    let max_body = snap.cfg.limits.max_body_bytes;
+
+    // SEND: the head (with the whole body when it was here), then the body.
+    let replay = if whole_request_in_out && reused && method.is_idempotent() { Some(out.clone()) } else { None };
+    let (r, out) = write_vec(up, out, bt.server).await;
+    w.put_buf(out);
+    if r.is_err() {
+        return Relay::Failed(Fail::BadResponse, *b"SH", false);
+    }
+    if expect_continue && client_minor == 1 {
+        let (r, _) = write_vec(io, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), t.client).await;
+        if r.is_err() {
+            return Relay::Failed(Fail::ClientAbort, *b"CR", true);
+        }
+    }
+    if !whole_request_in_out {
+        if let Err((f, term)) = send_body(w, io, cb, up, body_len, body_sent, dec, max_body, t.client, bt.server).await {
+            return Relay::Failed(f, term, false);
+        }
+    }
+
+    // RELAY: the response head.
+    let t_resp = Instant::now();
+    let mut sb = w.get_buf();
+    let mut replay = replay;
+    let head: ResponseHead = loop {
+        match parse_response(&sb, method == Method::Head, &snap.head_limits) {
+            Ok(Some(h)) if (100..200).contains(&h.status) && h.status != 101 => {
+                // Interim responses are not forwarded (we answered 100 ourselves).
+                sb.drain(..h.head_len);
+                continue;
+            }
+            Ok(Some(h)) => break h,
+            Ok(None) => {}
+            Err(_) => {
+                w.put_buf(sb);
+                return Relay::Failed(Fail::BadResponse, *b"PH", false);
+            }
+        }
+        if sb.len() == sb.capacity() {
+            sb.reserve(snap.head_limits.max_head_bytes);
+        }
+        let len = sb.len();
+        match monoio::time::timeout(bt.server, up.read(sb.slice_mut(len..))).await {
+            Ok((Ok(0), s)) | Ok((Err(_), s)) => {
+                sb = s.into_inner();
+                if sb.is_empty() {
+                    if let Some(again) = replay.take() {
+                        // A pooled connection the server had closed: the request never
+                        // reached it. Send it once on a new connection.
+                        let addr = snap.servers[sid].addr;
+                        match monoio::time::timeout(bt.connect, TcpStream::connect_addr(addr)).await {
+                            Ok(Ok(s)) => {
+                                let _ = s.set_nodelay(true);
+                                *up = s;
+                                let (r, _) = write_vec(up, again, bt.server).await;
+                                if r.is_ok() {
+                                    continue;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                w.put_buf(sb);
+                return Relay::Failed(Fail::BadResponse, *b"SH", false);
+            }
+            Ok((Ok(_), s)) => sb = s.into_inner(),
+            Err(_) => {
+                return Relay::Failed(Fail::ServerTimeout, *b"sH", false);
+            }
+        }
+    };
+    cx.rec.tr = t_resp.elapsed().as_millis() as i64;
+    cx.rec.status = head.status;
+    if head.status >= 500 {
+        w.counters.borrow_mut()[sid].responses_5xx += 1;
+    }
+
+    // The head for the client.
+    let be = &snap.backends[snap.servers[sid].backend];
+    let srv = &snap.servers[sid];
+    let stopping = w.stopping.get();
+    let is_upgrade = head.status == 101 && upgrade;
+    // How the body reaches the client.
+    let (client_framing, force_close) = match head.body {
+        BodyLen::None => (BodyLen::None, false),
+        BodyLen::Length(n) => (BodyLen::Length(n), false),
+        BodyLen::Chunked if client_minor == 1 => (BodyLen::Chunked, false),
+        BodyLen::Chunked => (BodyLen::Close, true),
+        BodyLen::Close if client_minor == 1 => (BodyLen::Chunked, false),
+        BodyLen::Close => (BodyLen::Close, true),
+    };
+    let keep_client = client_ka && !force_close && !stopping && !is_upgrade && !(head.status == 101);
+    let mut hb = w.get_buf();
+    hb.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(&mut hb, head.status as u64);
+    hb.push(b' ');
+    if head.reason.1 > head.reason.0 {
+        hb.extend_from_slice(&sb[head.reason.0 as usize..head.reason.1 as usize]);
+    } else {
+        hb.extend_from_slice(crate::http::reason(head.status).as_bytes());
+    }
+    hb.extend_from_slice(b"\r\n");
+    let cookie_cfg = be.cookie.as_ref();
+    let insert_cookie = matches!(cookie_cfg, Some(c) if c.mode == config::CookieMode::Insert) && cx.rec.cookie[0] != b'V';
+    let mut has_cache_private = false;
+    for f in &head.fields {
+        if f.drop {
+            continue;
+        }
+        let name = f.name(&sb);
+        let value = f.value(&sb);
+        if let Some(c) = cookie_cfg {
+            if eq_ic(name, b"set-cookie") {
+                let cname = persist::set_cookie_name(value);
+                if c.mode == config::CookieMode::Insert && cname == c.name.as_bytes() && c.indirect {
+                    continue;
+                }
+                if c.mode == config::CookieMode::Prefix && cname == c.name.as_bytes() {
+                    hb.extend_from_slice(b"Set-Cookie: ");
+                    hb.extend_from_slice(&persist::prefix_set_cookie(value, &srv.cookie));
+                    hb.extend_from_slice(b"\r\n");
+                    if cx.rec.cookie[1] == b'-' || cx.rec.cookie[1] == b'I' {
+                        cx.rec.cookie[1] = b'R';
+                    }
+                    continue;
+                }
+            }
+            if insert_cookie && c.nocache && eq_ic(name, b"cache-control") {
+                let v = value;
+                if v.windows(7).any(|x| x.eq_ignore_ascii_case(b"private")) || v.windows(8).any(|x| x.eq_ignore_ascii_case(b"no-store")) {
+                    has_cache_private = true;
+                } else {
+                    // A cacheable response that sets our cookie is marked private.
+                    hb.extend_from_slice(b"Cache-Control: private\r\n");
+                    has_cache_private = true;
+                    continue;
+                }
+            }
+        }
+        hb.extend_from_slice(name);
+        hb.extend_from_slice(b": ");
+        hb.extend_from_slice(value);
+        hb.extend_from_slice(b"\r\n");
+    }
+    if insert_cookie && !is_upgrade {
+        if let Some(c) = cookie_cfg {
+            persist::set_cookie_line(c, &srv.cookie, &mut hb);
+            if c.nocache && !has_cache_private {
+                hb.extend_from_slice(b"Cache-Control: private\r\n");
+            }
+        }
+    } else if cookie_cfg.is_some() && cx.rec.cookie[1] == b'I' {
+        cx.rec.cookie[1] = b'-';
+    }
+    match client_framing {
+        BodyLen::Length(n) => {
+            hb.extend_from_slice(b"Content-Length: ");
+            push_u64(&mut hb, n);
+            hb.extend_from_slice(b"\r\n");
+        }
+        BodyLen::Chunked => hb.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        _ => {
+            // HEAD and 304 keep the server's Content-Length header semantics: we dropped
+            // it; for HEAD re-add it when the server sent one.
+            if method == Method::Head || head.status == 304 {
+                if let Some(f) = head.fields.iter().find(|f| eq_ic(f.name(&sb), b"content-length")) {
+                    hb.extend_from_slice(b"Content-Length: ");
+                    hb.extend_from_slice(f.value(&sb));
+                    hb.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+    }
+    if is_upgrade {
+        hb.extend_from_slice(b"Connection: Upgrade\r\n");
+    } else if !keep_client {
+        hb.extend_from_slice(b"Connection: close\r\n");
+    } else if client_minor == 0 {
+        hb.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    hb.extend_from_slice(b"\r\n");
+    let head_bytes = hb.len() as u64;
+    sb.drain(..head.head_len);
+
+    // The body bytes that came with the head go out in the same write when they fit.
+    let mut keep_server = head.server_keep_alive() && !is_upgrade;
+    let mut sent_body: u64 = 0;
+    let mut dec = ChunkedDecoder::new();
+    let mut done = false;
+    match head.body {
+        BodyLen::None => {
+            if !sb.is_empty() {
+                keep_server = false;
+            }
+            done = true;
+        }
+        BodyLen::Length(n) => {
+            let take = (sb.len() as u64).min(n) as usize;
+            hb.extend_from_slice(&sb[..take]);
+            if sb.len() > take {
+                keep_server = false;
+            }
+            sb.clear();
+            sent_body = take as u64;
+            done = sent_body == n;
+        }
+        BodyLen::Chunked => {
+            let (fwd, fin, bad) = decode_into(&mut dec, &sb, client_framing == BodyLen::Chunked, &mut hb);
+            if bad {
+                w.put_buf(sb);
+                w.put_buf(hb);
+                return Relay::Failed(Fail::BadResponse, *b"SD", false);
+            }
+            sent_body += fwd;
+            if fin {
+                done = true;
+            }
+            sb.clear();
+        }
+        BodyLen::Close => {
+            if !sb.is_empty() {
+                reframe_into(&sb, client_framing == BodyLen::Chunked, &mut hb);
+                sent_body += sb.len() as u64;
+                sb.clear();
+            }
+        }
+    }
+    let (r, hb) = write_vec(io, hb, t.client).await;
+    w.put_buf(hb);
+    if r.is_err() {
+        w.put_buf(sb);
+        return Relay::Failed(Fail::ClientAbort, *b"CD", true);
+    }
+    cx.rec.bytes = head_bytes + sent_body;
+    if is_upgrade {
+        w.put_buf(sb);
+        cx.log(101, b"--", started);
+        return Relay::Upgrade;
+    }
+    if !done {
+        match relay_body(w, up, io, sb, head.body, client_framing, sent_body, dec, t.client, bt.server).await {
+            Ok((n, clean_end)) => {
+                cx.rec.bytes += n;
+                if !clean_end {
+                    keep_server = false;
+                }
+            }
+            Err((f, term, n)) => {
+                cx.rec.bytes += n;
+                return Relay::Failed(f, term, true);
+            }
+        }
+    } else {
+        w.put_buf(sb);
+    }
+    // LOG
+    let status = cx.rec.status;
+    cx.log(status, b"--", started);
+    Relay::Done { keep_server, keep_client }
+}
+
+/// Decodes chunked bytes: appends them as they are (to a chunked client) or only their
+/// data. Returns (data bytes, finished, malformed).
+fn decode_into(dec: &mut ChunkedDecoder, input: &[u8], passthrough: bool, out: &mut Vec<u8>) -> (u64, bool, bool) {
+    let mut pos = 0;
+    let mut data = 0u64;
+    while pos < input.len() {
+        match dec.step(&input[pos..]) {
+            Ok(s) => {
+                let chunk = &input[pos..pos + s.consumed];
+                if passthrough {
+                    out.extend_from_slice(chunk);
+                } else {
+                    out.extend_from_slice(&chunk[s.data.clone()]);
+                }
+                data += s.data.len() as u64;
+                pos += s.consumed;
+                if s.done {
+                    return (data, true, false);
+                }
+                if s.consumed == 0 {
+                    break;
+                }
+            }
+            Err(_) => return (data, false, true),
+        }
+    }
+    (data, false, false)
+}
+
+fn reframe_into(data: &[u8], chunked: bool, out: &mut Vec<u8>) {
+    if chunked {
+        chunk_header(data.len(), out);
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
+/// Streams the rest of the response body. Returns the bytes sent and whether the
+/// server's connection ended cleanly (reusable).
+#[allow(clippy::too_many_arguments)]
+async fn relay_body<S: ClientIo>(
+    w: &Worker,
+    up: &mut TcpStream,
+    io: &mut S,
+    mut sb: Vec<u8>,
+    server_framing: BodyLen,
+    client_framing: BodyLen,
+    mut sent: u64,
+    mut dec: ChunkedDecoder,
+    client_t: Duration,
+    server_t: Duration,
+) -> Result<(u64, bool), (Fail, [u8; 2], u64)> {
+    let mut total = 0u64;
+    let mut ob = w.get_buf();
+    sb.clear();
+    let result = loop {
+        // Read from the server.
+        let want = match server_framing {
+            BodyLen::Length(n) => ((n - sent) as usize).min(sb.capacity()),
+            _ => sb.capacity(),
+        };
+        let (r, s) = match monoio::time::timeout(server_t, up.read(std::mem::take(&mut sb).slice_mut(0..want))).await {
+            Ok(x) => x,
+            Err(_) => break Err((Fail::ServerTimeout, *b"sD")),
+        };
+        sb = s.into_inner();
+        let n = match r {
+            Ok(n) => n,
+            Err(_) => 0,
+        };
+        if n == 0 {
+            if server_framing == BodyLen::Close {
+                // The end of a close-delimited body.
+                if client_framing == BodyLen::Chunked {
+                    ob.clear();
+                    ob.extend_from_slice(b"0\r\n\r\n");
+                    let (r, b) = write_vec(io, std::mem::take(&mut ob), client_t).await;
+                    ob = b;
+                    if r.is_err() {
+                        break Err((Fail::ClientAbort, *b"CD"));
+                    }
+                    total += 5;
+                }
+                break Ok(false);
+            }
+            // The server died mid-body: the client gets a cut response.
+            break Err((Fail::BadResponse, *b"SD"));
+        }
+        match server_framing {
+            BodyLen::Length(len) => {
+                sent += n as u64;
+                let (r, b) = write_vec(io, std::mem::take(&mut sb), client_t).await;
+                sb = b;
+                if r.is_err() {
+                    break Err((Fail::ClientAbort, *b"CD"));
+                }
+                total += n as u64;
+                sb.clear();
+                if sent >= len {
+                    break Ok(true);
+                }
+            }
+            BodyLen::Chunked => {
+                ob.clear();
+                let (fwd, fin, bad) = decode_into(&mut dec, &sb[..n], client_framing == BodyLen::Chunked, &mut ob);
+                let _ = fwd;
+                if bad {
+                    break Err((Fail::BadResponse, *b"SD"));
+                }
+                if !ob.is_empty() {
+                    let k = ob.len() as u64;
+                    let (r, b) = write_vec(io, std::mem::take(&mut ob), client_t).await;
+                    ob = b;
+                    if r.is_err() {
+                        break Err((Fail::ClientAbort, *b"CD"));
+                    }
+                    total += k;
+                }
+                sb.clear();
+                if fin {
+                    break Ok(true);
+                }
+            }
+            BodyLen::Close => {
+                ob.clear();
+                reframe_into(&sb[..n], client_framing == BodyLen::Chunked, &mut ob);
+                let k = ob.len() as u64;
+                let (r, b) = write_vec(io, std::mem::take(&mut ob), client_t).await;
+                ob = b;
+                if r.is_err() {
+                    break Err((Fail::ClientAbort, *b"CD"));
+                }
+                total += k;
+                sb.clear();
+            }
+            BodyLen::None => break Ok(true),
+        }
+    };
+    w.put_buf(sb);
+    w.put_buf(ob);
+    result.map(|c| (total, c)).map_err(|(f, t)| (f, t, total))
+}
+
+/// Streams the request body to the server, validating chunked framing and the limit.
+#[allow(clippy::too_many_arguments)]
+async fn send_body<S: ClientIo>(
+    w: &Worker,
+    io: &mut S,
+    cb: &mut ClientBuf,
+    up: &mut TcpStream,
+    body: BodyLen,
+    already: u64,
+    dec: &mut Option<ChunkedDecoder>,
+    max_body: u64,
+    client_t: Duration,
+    server_t: Duration,
+) -> Result<(), (Fail, [u8; 2])> {
+    match body {
+        BodyLen::None | BodyLen::Close => Ok(()),
+        BodyLen::Length(n) => {
+            let mut remaining = n - already;
+            // What is already buffered first.
+            if !cb.is_empty() && remaining > 0 {
+                let take = (cb.data().len() as u64).min(remaining) as usize;
+                let mut b = w.get_buf();
+                b.extend_from_slice(&cb.data()[..take]);
+                cb.consume(take);
+                remaining -= take as u64;
+                let (r, b) = write_vec(up, b, server_t).await;
+                w.put_buf(b);
+                if r.is_err() {
+                    return Err((Fail::BadResponse, *b"SD"));
+                }
+            }
+            let mut b = w.get_buf();
+            let res = loop {
+                if remaining == 0 {
+                    break Ok(());
+                }
+                let want = (remaining as usize).min(b.capacity());
+                let (r, s) = match monoio::time::timeout(client_t, io.read(std::mem::take(&mut b).slice_mut(0..want))).await {
+                    Ok(x) => x,
+                    Err(_) => break Err((Fail::ClientTimeout, *b"cD")),
+                };
+                b = s.into_inner();
+                match r {
+                    Ok(0) | Err(_) => break Err((Fail::ClientAbort, *b"CD")),
+                    Ok(k) => {
+                        remaining -= k as u64;
+                        let (r, bb) = write_vec(up, std::mem::take(&mut b), server_t).await;
+                        b = bb;
+                        b.clear();
+                        if r.is_err() {
+                            break Err((Fail::BadResponse, *b"SD"));
+                        }
+                    }
+                }
+            };
+            w.put_buf(b);
+            res
+        }
+        BodyLen::Chunked => {
+            let dec = dec.get_or_insert_with(ChunkedDecoder::new);
+            let mut b = w.get_buf();
+            let res = loop {
+                if cb.is_empty() {
+                    cb.make_room(w, BUF_SIZE);
+                    match monoio::time::timeout(client_t, read_into(io, cb)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break Err((Fail::ClientAbort, *b"CD")),
+                        Ok(Ok(_)) => {}
+                        Err(_) => break Err((Fail::ClientTimeout, *b"cD")),
+                    }
+                }
+                let mut pos = 0;
+                let data = cb.data();
+                let mut fin = false;
+                let mut bad = false;
+                b.clear();
+                while pos < data.len() {
+                    match dec.step(&data[pos..]) {
+                        Ok(s) => {
+                            b.extend_from_slice(&data[pos..pos + s.consumed]);
+                            pos += s.consumed;
+                            if s.done {
+                                fin = true;
+                                break;
+                            }
+                            if s.consumed == 0 {
+                                break;
+                            }
+                        }
+                        Err(_) => {
+                            bad = true;
+                            break;
+                        }
+                    }
+                }
+                cb.consume(pos);
+                if bad {
+                    break Err((Fail::BadBody, *b"PR"));
+                }
+                if max_body > 0 && dec.total > max_body {
+                    break Err((Fail::BodyTooLarge, *b"PR"));
+                }
+                if !b.is_empty() {
+                    let (r, bb) = write_vec(up, std::mem::take(&mut b), server_t).await;
+                    b = bb;
+                    if r.is_err() {
+                        break Err((Fail::BadResponse, *b"SD"));
+                    }
+                }
+                if fin {
+                    break Ok(());
+                }
+            };
+            w.put_buf(b);
+            res
+        }
+    }
+}
+
+/// A tunnel after 101 Switching Protocols: bytes both ways until either side closes.
+async fn tunnel<S: ClientIo>(io: S, up: TcpStream, leftover: Vec<u8>, idle: Duration) {
+    let (mut cr, mut cw) = io.into_split();
+    let (mut sr, mut sw) = up.into_split();
+    if !leftover.is_empty() {
+        let (r, _) = sw.write_all(leftover).await;
+        if r.is_err() {
+            return;
+        }
+    }
+    let c2s = async {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        loop {
+            let (r, b) = match monoio::time::timeout(idle, cr.read(buf)).await {
+                Ok(x) => x,
+                Err(_) => break,
+            };
+            buf = b;
+            match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let (r, b) = sw.write_all(buf).await;
+                    buf = b;
+                    buf.clear();
+                    if r.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sw.shutdown().await;
+    };
+    let s2c = async {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        loop {
+            let (r, b) = match monoio::time::timeout(idle, sr.read(buf)).await {
+                Ok(x) => x,
+                Err(_) => break,
+            };
+            buf = b;
+            match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let (r, b) = cw.write_all(buf).await;
+                    buf = b;
+                    buf.clear();
+                    if r.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = cw.shutdown().await;
+    };
+    monoio::join!(c2s, s2c);
+}

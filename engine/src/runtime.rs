@@ -1,0 +1,343 @@
+//! Starting and stopping the cores. [`start`] binds one SO_REUSEPORT listener per core
+//! and bind address (port 0 resolved once, then shared), spawns the named worker threads,
+//! each pinned to its core with its own monoio runtime (io_uring with SINGLE_ISSUER and
+//! DEFER_TASKRUN, falling back to a plain ring, then to epoll under `auto`), and waits
+//! until every core reports its driver.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::log::{AccessLog, Sink};
+use crate::snapshot::{Snapshot, States, Update};
+use crate::worker::{self, DriverKind, Shared, Worker};
+use crate::EngineError;
+
+/// `--driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriverChoice {
+    #[default]
+    Auto,
+    Uring,
+    Epoll,
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker cores (threads); at least 1.
+    pub cores: usize,
+    pub driver: DriverChoice,
+    /// Pin each worker to its core.
+    pub pin: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { cores: available_cores(), driver: DriverChoice::Auto, pin: true }
+    }
+}
+
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The driver this kernel would give `auto`.
+pub fn probe_driver() -> DriverKind {
+    if monoio::utils::detect_uring() {
+        DriverKind::IoUring
+    } else {
+        DriverKind::Epoll
+    }
+}
+
+/// A running engine.
+pub struct Running {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    senders: Vec<Sender<Update>>,
+    addrs: Vec<(String, Vec<SocketAddr>)>,
+    control: Mutex<(Arc<Snapshot>, Arc<States>)>,
+    generation: AtomicU64,
+    driver: DriverKind,
+}
+
+/// Something that can ask a running engine to stop (for signal handlers).
+#[derive(Clone)]
+pub struct StopHandle(Arc<Shared>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Running {
+    /// The bound addresses of a frontend (port 0 resolved).
+    pub fn frontend_addrs(&self, name: &str) -> Vec<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone()).unwrap_or_default()
+    }
+
+    /// The first bound address of a frontend. Panics if there is no such frontend (for
+    /// tests).
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.frontend_addrs(name)[0]
+    }
+
+    pub fn driver(&self) -> DriverKind {
+        self.driver
+    }
+
+    pub fn cores(&self) -> usize {
+        self.shared.cores
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// Client connections open now, all cores together.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.load(Ordering::Relaxed)
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.shared.clone())
+    }
+
+    /// The snapshot the cores run now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.control.lock().map(|c| c.0.clone()).unwrap_or_else(|e| e.into_inner().0.clone())
+    }
+
+    pub fn states(&self) -> Arc<States> {
+        self.control.lock().map(|c| c.1.clone()).unwrap_or_else(|e| e.into_inner().1.clone())
+    }
+
+    /// Sends new server states to every core.
+    pub fn publish_states(&self, states: States) {
+        let states = Arc::new(states);
+        if let Ok(mut c) = self.control.lock() {
+            c.1 = states.clone();
+        }
+        for s in &self.senders {
+            let _ = s.send(Update::States(states.clone()));
+        }
+    }
+
+    /// Swaps the configuration on every core. The bind addresses must stay the same (a
+    /// change there needs a restart); everything else takes effect for the next request.
+    pub fn reload(&self, cfg: config::Config) -> Result<(), EngineError> {
+        let cur = self.snapshot();
+        let same_binds = cur.cfg.frontends.len() == cfg.frontends.len()
+            && cur.cfg.frontends.iter().zip(&cfg.frontends).all(|(a, b)| a.name == b.name && binds_match(&a.bind, &b.bind, &self.frontend_addrs(&a.name)));
+        if !same_binds {
+            return Err(EngineError::Reload("the frontends or their bind addresses changed: restart the engine for that".into()));
+        }
+        self.shared.maxconn.store(cfg.global.maxconn as usize, Ordering::Relaxed);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let snap = Arc::new(Snapshot::build(cfg, generation)?);
+        let states = Arc::new(States::initial(&snap));
+        if let Ok(mut c) = self.control.lock() {
+            *c = (snap.clone(), states.clone());
+        }
+        for s in &self.senders {
+            let _ = s.send(Update::Config(snap.clone(), states.clone()));
+        }
+        Ok(())
+    }
+
+    /// Graceful stop: stop accepting, finish in-flight requests, close idle connections,
+    /// join the cores.
+    pub fn stop(self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.wait();
+    }
+
+    /// Waits until the cores have stopped (after a [`StopHandle::stop`]).
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn binds_match(old: &[SocketAddr], new: &[SocketAddr], bound: &[SocketAddr]) -> bool {
+    old.len() == new.len() && old.iter().zip(new).zip(bound).all(|((o, n), b)| o == n || (n.port() == b.port() && n.ip() == b.ip()))
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.shared.stop.store(true, Ordering::Relaxed);
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn bind_one(addr: SocketAddr) -> Result<std::net::TcpListener, EngineError> {
+    let err = |err| EngineError::Bind { addr, err };
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    s.set_reuse_port(true).map_err(err)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true).map_err(err)?;
+    }
+    s.set_nonblocking(true).map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    s.listen(1024).map_err(err)?;
+    Ok(s.into())
+}
+
+/// Starts the engine on `opts.cores` cores. Returns when every core runs.
+pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError> {
+    let cores = opts.cores.max(1);
+    let snap = Arc::new(Snapshot::build(cfg, 0)?);
+    let states = Arc::new(States::initial(&snap));
+
+    // Listeners: one per core and address; port 0 resolved by the first.
+    let mut per_core: Vec<Vec<(usize, std::net::TcpListener)>> = (0..cores).map(|_| Vec::new()).collect();
+    let mut addrs = Vec::new();
+    for (fi, f) in snap.cfg.frontends.iter().enumerate() {
+        let mut bound = Vec::new();
+        for &a in &f.bind {
+            let first = bind_one(a)?;
+            let real = first.local_addr().map_err(|err| EngineError::Bind { addr: a, err })?;
+            per_core[0].push((fi, first));
+            for list in per_core.iter_mut().skip(1) {
+                list.push((fi, bind_one(real)?));
+            }
+            bound.push(real);
+        }
+        addrs.push((f.name.clone(), bound));
+    }
+
+    let sink = Sink::open(&snap.cfg.log.access).map_err(EngineError::Log)?;
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        conns: AtomicUsize::new(0),
+        maxconn: AtomicUsize::new(snap.cfg.global.maxconn as usize),
+        started: Instant::now(),
+        cores,
+        driver: std::sync::OnceLock::new(),
+        total_requests: AtomicU64::new(0),
+        running: AtomicUsize::new(cores),
+    });
+    let grace = snap
+        .cfg
+        .frontends
+        .iter()
+        .map(|f| f.timeouts.client)
+        .chain(snap.cfg.backends.iter().map(|b| b.timeouts.server))
+        .max()
+        .unwrap_or(Duration::from_secs(30))
+        .min(Duration::from_secs(60));
+    let core_ids = if opts.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    let (report_tx, report_rx) = std::sync::mpsc::channel::<Result<DriverKind, EngineError>>();
+    let mut threads = Vec::new();
+    let mut senders = Vec::new();
+    for (i, listeners) in per_core.into_iter().enumerate() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        senders.push(tx);
+        let shared = shared.clone();
+        let snap = snap.clone();
+        let states = states.clone();
+        let report = report_tx.clone();
+        let core = core_ids.get(i % core_ids.len().max(1)).copied();
+        let sink = sink.try_clone().map_err(EngineError::Log)?;
+        let choice = opts.driver;
+        let t = std::thread::Builder::new()
+            .name(format!("engine-worker-{i}"))
+            .spawn(move || {
+                if let Some(c) = core {
+                    if !core_affinity::set_for_current(c) {
+                        tracing::warn!(core = i, "could not pin the worker to its core");
+                    }
+                }
+                let log = AccessLog::new(sink, snap.cfg.log.format, snap.cfg.log.dontlognull);
+                let make = move |driver: DriverKind| {
+                    let w = Rc::new(Worker::new(i, shared, snap, states, rx, log, driver));
+                    worker::run(w, listeners, grace)
+                };
+                run_worker(i, choice, report, make);
+            })
+            .map_err(EngineError::Thread)?;
+        threads.push(t);
+    }
+    drop(report_tx);
+    let mut driver = None;
+    for _ in 0..cores {
+        match report_rx.recv() {
+            Ok(Ok(d)) => driver = Some(driver.unwrap_or(d)),
+            Ok(Err(e)) => {
+                shared.stop.store(true, Ordering::Relaxed);
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+            Err(_) => break,
+        }
+    }
+    let driver = driver.unwrap_or(DriverKind::Epoll);
+    let _ = shared.driver.set(driver);
+    tracing::info!(cores, driver = driver.as_str(), "engine running");
+    Ok(Running { shared, threads, senders, addrs, control: Mutex::new((snap, states)), generation: AtomicU64::new(0), driver })
+}
+
+const RING_ENTRIES: u32 = 4096;
+
+/// Builds the core's runtime with the driver asked for and runs the worker on it.
+fn run_worker<F, Fut>(core: usize, choice: DriverChoice, report: std::sync::mpsc::Sender<Result<DriverKind, EngineError>>, make: F)
+where
+    F: FnOnce(DriverKind) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+    if choice != DriverChoice::Epoll && std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_none() {
+        // The fastest ring setup measured here, then a plain ring.
+        let mut fast = io_uring::IoUring::builder();
+        fast.setup_single_issuer().setup_defer_taskrun();
+        let attempts = [("single_issuer+defer_taskrun", fast), ("default", io_uring::IoUring::builder())];
+        let mut last_err = None;
+        for (name, urb) in attempts {
+            match RuntimeBuilder::<IoUringDriver>::new().with_entries(RING_ENTRIES).uring_builder(urb).enable_timer().build() {
+                Ok(mut rt) => {
+                    tracing::debug!(core, setup = name, "io_uring ring built");
+                    let _ = report.send(Ok(DriverKind::IoUring));
+                    rt.block_on(make(DriverKind::IoUring));
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(core, setup = name, "io_uring refused: {e}");
+                    last_err = Some(e);
+                }
+            }
+        }
+        if choice == DriverChoice::Uring {
+            let e = last_err.unwrap_or_else(|| std::io::Error::other("io_uring unavailable"));
+            let _ = report.send(Err(EngineError::UringRefused(e)));
+            return;
+        }
+        if core == 0 {
+            tracing::warn!("io_uring refused by the kernel or a sandbox: falling back to epoll");
+        }
+    }
+    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+        Ok(mut rt) => {
+            let _ = report.send(Ok(DriverKind::Epoll));
+            rt.block_on(make(DriverKind::Epoll));
+        }
+        Err(e) => {
+            let _ = report.send(Err(EngineError::Driver(e)));
+        }
+    }
+}

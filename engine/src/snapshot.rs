@@ -1,0 +1,183 @@
+//! Immutable snapshots that reach the cores: the configuration as the request path needs
+//! it ([`Snapshot`], swapped by a reload) and the servers' states ([`States`], published
+//! by the health-check thread and the admin socket). A core picks up the newest of each
+//! between requests; nothing here is locked.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use config::{Balance, Config, Cookie};
+
+use crate::balance::ServerState;
+use crate::http::HeadLimits;
+
+/// A frontend, ready for the request path.
+#[derive(Debug)]
+pub struct FrontendRt {
+    pub name: String,
+    pub backend: Option<usize>,
+    pub cfg: config::Frontend,
+    /// `set_headers` names lower-cased, for matching what the client sent.
+    pub set_names_lc: Vec<Vec<u8>>,
+    /// Pre-rendered `Name: value\r\n` lines of set_headers.
+    pub set_lines: Vec<u8>,
+    pub tls: Option<crate::tls::TlsServer>,
+}
+
+#[derive(Debug)]
+pub struct BackendRt {
+    pub name: String,
+    pub balance: Balance,
+    pub cookie: Option<Cookie>,
+    pub app_cookie: String,
+    /// Index of this backend's first server in [`Snapshot::servers`].
+    pub first: usize,
+    pub count: usize,
+    pub errorfile_503: Option<Vec<u8>>,
+    pub cfg: config::Backend,
+}
+
+#[derive(Debug)]
+pub struct ServerRt {
+    pub backend: usize,
+    pub name: String,
+    pub addr: SocketAddr,
+    pub cookie: String,
+    pub weight: u32,
+    pub backup: bool,
+    pub maxconn: u32,
+    /// `addr` rendered once, for a Host header on HTTP/1.0 requests without one.
+    pub host_header: String,
+    /// Requests in flight on this server, all cores together (per-server maxconn).
+    pub inflight: AtomicU32,
+}
+
+/// One configuration generation.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub cfg: Arc<Config>,
+    pub frontends: Vec<FrontendRt>,
+    pub backends: Vec<BackendRt>,
+    pub servers: Vec<ServerRt>,
+    pub head_limits: HeadLimits,
+}
+
+impl Snapshot {
+    pub fn build(cfg: Config, generation: u64) -> Result<Snapshot, crate::EngineError> {
+        let mut backends = Vec::new();
+        let mut servers = Vec::new();
+        for (bi, b) in cfg.backends.iter().enumerate() {
+            let first = servers.len();
+            for s in &b.servers {
+                servers.push(ServerRt {
+                    backend: bi,
+                    name: s.name.clone(),
+                    addr: s.address,
+                    cookie: s.cookie.clone(),
+                    weight: s.weight,
+                    backup: s.backup,
+                    maxconn: s.maxconn,
+                    host_header: s.address.to_string(),
+                    inflight: AtomicU32::new(0),
+                });
+            }
+            backends.push(BackendRt {
+                name: b.name.clone(),
+                balance: b.balance,
+                cookie: b.cookie.clone(),
+                app_cookie: b.app_cookie.clone(),
+                first,
+                count: b.servers.len(),
+                errorfile_503: b.errorfile_503.as_ref().map(|f| f.bytes.clone()),
+                cfg: b.clone(),
+            });
+        }
+        let mut frontends = Vec::new();
+        for f in &cfg.frontends {
+            let mut set_lines = Vec::new();
+            let mut set_names_lc = Vec::new();
+            for (k, v) in &f.set_headers {
+                set_names_lc.push(k.to_ascii_lowercase().into_bytes());
+                set_lines.extend_from_slice(k.as_bytes());
+                set_lines.extend_from_slice(b": ");
+                set_lines.extend_from_slice(v.as_bytes());
+                set_lines.extend_from_slice(b"\r\n");
+            }
+            let tls = match &f.tls {
+                Some(t) => Some(crate::tls::TlsServer::load(t).map_err(|e| crate::EngineError::Tls(f.name.clone(), e))?),
+                None => None,
+            };
+            frontends.push(FrontendRt {
+                name: f.name.clone(),
+                backend: f.backend,
+                cfg: f.clone(),
+                set_names_lc,
+                set_lines,
+                tls,
+            });
+        }
+        let head_limits = HeadLimits {
+            max_head_bytes: cfg.limits.max_head_bytes,
+            max_target_bytes: cfg.limits.max_target_bytes,
+            max_headers: cfg.limits.max_headers,
+        };
+        Ok(Snapshot { generation, cfg: Arc::new(cfg), frontends, backends, servers, head_limits })
+    }
+
+    /// Finds a server by `backend/server`.
+    pub fn find_server(&self, name: &str) -> Option<usize> {
+        let (b, s) = name.split_once('/')?;
+        let bi = self.backends.iter().position(|x| x.name == b)?;
+        let be = &self.backends[bi];
+        (be.first..be.first + be.count).find(|&i| self.servers[i].name == s)
+    }
+}
+
+/// The state of every server (flat, as in [`Snapshot::servers`]), for one generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct States {
+    pub generation: u64,
+    pub servers: Vec<ServerStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStatus {
+    pub state: ServerState,
+    pub weight: u32,
+}
+
+impl States {
+    pub fn initial(snap: &Snapshot) -> States {
+        States {
+            generation: snap.generation,
+            servers: snap.servers.iter().map(|s| ServerStatus { state: ServerState::Up, weight: s.weight }).collect(),
+        }
+    }
+}
+
+/// What a core receives between requests.
+#[derive(Debug, Clone)]
+pub enum Update {
+    Config(Arc<Snapshot>, Arc<States>),
+    States(Arc<States>),
+}
+
+/// Counters one core writes and anyone may read (single writer: plain load+store).
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed).saturating_sub(n), Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
