@@ -540,6 +540,25 @@ fn run_scenario(
             if !l.res.available {
                 continue;
             }
+            if sc.idle && round > 0 && l.proc.is_some() {
+                // a fresh process per round: freed connection memory stays in the
+                // allocator, so a second round in the same process would show no growth
+                if let Some(mut old) = l.proc.take() {
+                    old.stop();
+                }
+                let mut fresh = start_target(&l.name, sc, set, os, certs, bins, &dir, &out_cfg);
+                if fresh.res.available {
+                    if let Some(u) = fresh.res.url.clone() {
+                        let _ = wrk::run(&script, &u, sc.connections, set.warmup.max(1));
+                    }
+                    l.proc = fresh.proc.take();
+                    l.port = fresh.port;
+                } else {
+                    l.res.available = false;
+                    l.res.reason = fresh.res.reason.take();
+                    continue;
+                }
+            }
             let Some(p) = l.proc(os) else { continue };
             let mut rec = RunRecord {
                 round: round + 1,
@@ -753,7 +772,8 @@ fn ratios(sc: &Scenario, ts: &[TargetResult], subject: &str) -> Vec<Ratio> {
     let Some(subj) = ts.iter().find(|t| t.target == subject) else {
         return out;
     };
-    let metrics: Vec<(&str, Box<dyn Fn(&RunRecord) -> Option<f64>>)> = if sc.idle {
+    type Getter = Box<dyn Fn(&RunRecord) -> Option<f64>>;
+    let metrics: Vec<(&str, Getter)> = if sc.idle {
         vec![(
             "bytes_per_idle_conn",
             Box::new(|r: &RunRecord| r.idle.as_ref().map(|i| i.bytes_per_idle_conn)),

@@ -297,10 +297,11 @@ pub fn svg(meta: &Meta, rs: &[ScenarioResult]) -> String {
     let mut vals = Vec::new();
     for r in &groups {
         for t in &r.targets {
-            for s in [&t.summary.p50_us, &t.summary.p99_us, &t.summary.p999_us] {
-                if let Some(s) = s {
-                    vals.push(s.median.max(1.0));
-                }
+            for s in [&t.summary.p50_us, &t.summary.p99_us, &t.summary.p999_us]
+                .into_iter()
+                .flatten()
+            {
+                vals.push(s.median.max(1.0));
             }
         }
     }

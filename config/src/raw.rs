@@ -161,6 +161,7 @@ pub(crate) struct RawFrontend {
 pub(crate) struct RawRedirect {
     pub code: Option<S<i64>>,
     pub except_prefixes: Option<Vec<S<String>>>,
+    pub port: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +221,8 @@ pub(crate) struct RawCheck {
     pub rise: Option<S<i64>>,
     pub fall: Option<S<i64>>,
     pub timeout: Option<S<Scalar>>,
+    pub observe_errors: Option<S<i64>>,
+    pub slowstart: Option<S<Scalar>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -138,6 +138,9 @@ pub struct RedirectHttps {
     pub code: u16,
     /// Requests whose path starts with one of these go to the backend.
     pub except_prefixes: Vec<String>,
+    /// The port in the Location (our addition). Default: the port of the first TLS
+    /// frontend's first address; 443 is left out of the Location.
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +244,13 @@ pub struct Check {
     pub rise: u32,
     pub fall: u32,
     pub timeout: Duration,
+    /// Passive observation (our addition): this many connection failures or 5xx
+    /// responses seen by the cores within 10 s take the server DOWN before its next
+    /// probe. 0 turns it off. Default 10.
+    pub observe_errors: u32,
+    /// A server that comes back UP ramps its weight from 1 to its own over this time.
+    /// Default none.
+    pub slowstart: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

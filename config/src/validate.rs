@@ -913,9 +913,11 @@ fn validate_frontend(
                 except.push(s.clone());
             }
         }
+        let port = rr.port.as_ref().and_then(|v| cx.int(v, &label, "redirect_https.port", 1, 65535, "write port = 443 (the port of the HTTPS frontend that clients reach)")).map(|p| p as u16);
         redirect = Some(RedirectHttps {
             code,
             except_prefixes: except,
+            port,
         });
     }
     let every_request_redirected = rf.redirect_https.as_ref().is_some_and(|r| {
@@ -1960,6 +1962,20 @@ fn validate_check(c: &S<RawCheck>, label: &str, cx: &mut Ctx) -> Option<Check> {
             "write expect_status = \"200\"",
         );
     }
+    let observe_errors = rc.observe_errors.as_ref().map_or(Some(10), |v| {
+        cx.int(v, &p, "observe_errors", 0, 100_000, "write observe_errors = 10 (failures seen by the cores within 10s that take a server DOWN; 0 turns it off)")
+    });
+    ok &= observe_errors.is_some();
+    let slowstart = match &rc.slowstart {
+        None => None,
+        Some(v) => match cx.duration(v, &p, "slowstart", "30s") {
+            Some(d) => Some(d),
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
     ok.then_some(Check {
         method,
         uri,
@@ -1970,5 +1986,7 @@ fn validate_check(c: &S<RawCheck>, label: &str, cx: &mut Ctx) -> Option<Check> {
         rise: rise.unwrap_or(2) as u32,
         fall: fall.unwrap_or(3) as u32,
         timeout,
+        observe_errors: observe_errors.unwrap_or(10) as u32,
+        slowstart,
     })
 }

@@ -12,13 +12,21 @@
 //! - [`snapshot`]: the immutable config and state snapshots that reach the cores.
 //! - [`idle`]: buffer-less idle keep-alive waits, expired by the sweep.
 //! - [`log`]: the access log, buffered per core.
+//! - [`control`]: the one health-check thread: probes, passive reports, admin commands,
+//!   publishing [`snapshot::States`] to the cores, merging their counters.
+//! - [`health`]: one HTTP probe and the rise/fall state machine.
+//! - [`admin`]: the admin socket (a Unix socket, one command per line).
+//! - [`stats`]: the stats endpoint: HTML, /stats.json, /metrics.
 //! - [`tls`]: rustls server configuration and SNI certificate selection.
 //! - [`cli`]: the command line (`main` only calls it).
 //! - [`demo`]: `engine demo`.
 
+pub mod admin;
 pub mod balance;
 pub mod cli;
+pub mod control;
 pub mod demo;
+pub mod health;
 pub mod http;
 pub mod idle;
 pub mod log;
@@ -26,6 +34,7 @@ pub mod persist;
 pub mod proxy;
 pub mod runtime;
 pub mod snapshot;
+pub mod stats;
 pub mod tls;
 pub mod worker;
 
@@ -48,6 +57,8 @@ pub enum EngineError {
     Log(std::io::Error),
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot open the admin socket {path}: {err}")]
+    Admin { path: std::path::PathBuf, err: std::io::Error },
     #[error("reload refused: {0}")]
     Reload(String),
 }

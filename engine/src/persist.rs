@@ -138,6 +138,152 @@ pub fn prefix_set_cookie(v: &[u8], server_cookie: &str) -> Vec<u8> {
     out
 }
 
+/// Why a persistence cookie was not honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a value we issued (unknown server, or a forged or damaged signature).
+    Invalid,
+    /// Past maxidle or maxlife.
+    Expired,
+}
+
+/// A decoded persistence cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Valid {
+    /// Index of the server within its backend.
+    pub server: usize,
+    /// When the cookie was first issued, and last refreshed (seconds since the epoch; 0
+    /// when the cookie carries no dates).
+    pub issued: u64,
+    pub seen: u64,
+}
+
+/// Encodes and checks the persistence cookie's value for one backend.
+///
+/// - Plain (no key, no maxidle/maxlife): the server's `cookie`, as HAProxy does.
+/// - Dated (maxidle or maxlife, no key): `<cookie>.<issued>.<seen>` (base 36).
+/// - Signed (`key`): `<tag>.<issued>.<seen>.<mac>`, where `tag` is an HMAC of the server's
+///   cookie (so the client cannot learn which server it has) and `mac` an HMAC over the
+///   rest (so it cannot pick one, or change the dates).
+pub struct Codec {
+    key: Option<aws_lc_rs::hmac::Key>,
+    maxidle: Option<u64>,
+    maxlife: Option<u64>,
+    /// Per server: the value's server part.
+    tags: Vec<String>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec").field("signed", &self.key.is_some()).field("tags", &self.tags.len()).finish()
+    }
+}
+
+fn b36(mut n: u64) -> String {
+    if n == 0 {
+        return "0".into();
+    }
+    let mut v = Vec::new();
+    while n > 0 {
+        v.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+    }
+    v.reverse();
+    String::from_utf8(v).unwrap_or_default()
+}
+
+fn hexs(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Codec {
+    pub fn new(c: &Cookie, server_cookies: &[String]) -> Codec {
+        let key = c.key.as_ref().map(|k| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k.as_bytes()));
+        let tags = server_cookies
+            .iter()
+            .map(|sc| match &key {
+                Some(k) => hexs(&aws_lc_rs::hmac::sign(k, format!("server:{sc}").as_bytes()).as_ref()[..8]),
+                None => sc.clone(),
+            })
+            .collect();
+        Codec { key, maxidle: c.maxidle.map(|d| d.as_secs().max(1)), maxlife: c.maxlife.map(|d| d.as_secs().max(1)), tags }
+    }
+
+    fn dated(&self) -> bool {
+        self.key.is_some() || self.maxidle.is_some() || self.maxlife.is_some()
+    }
+
+    fn mac(&self, body: &str) -> String {
+        match &self.key {
+            Some(k) => hexs(&aws_lc_rs::hmac::sign(k, body.as_bytes()).as_ref()[..8]),
+            None => String::new(),
+        }
+    }
+
+    /// The value for server `server` (index within the backend).
+    pub fn encode(&self, server: usize, issued: u64, now: u64) -> String {
+        let tag = &self.tags[server];
+        if !self.dated() {
+            return tag.clone();
+        }
+        let body = format!("{tag}.{}.{}", b36(issued), b36(now));
+        if self.key.is_some() {
+            let mac = self.mac(&body);
+            format!("{body}.{mac}")
+        } else {
+            body
+        }
+    }
+
+    /// Checks a value from a client.
+    pub fn decode(&self, v: &[u8], now: u64) -> Result<Valid, Refused> {
+        let v = std::str::from_utf8(v).map_err(|_| Refused::Invalid)?;
+        if !self.dated() {
+            return self.tags.iter().position(|t| t == v).map(|server| Valid { server, issued: 0, seen: 0 }).ok_or(Refused::Invalid);
+        }
+        let parts: Vec<&str> = v.split('.').collect();
+        let (tag, issued, seen) = match (self.key.is_some(), parts.as_slice()) {
+            (true, [tag, i, s, mac]) => {
+                let body = format!("{tag}.{i}.{s}");
+                let want = self.mac(&body);
+                // Constant-time comparison of the MACs.
+                if want.len() != mac.len() || want.bytes().zip(mac.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+                    return Err(Refused::Invalid);
+                }
+                (*tag, *i, *s)
+            }
+            (false, [tag, i, s]) => (*tag, *i, *s),
+            _ => return Err(Refused::Invalid),
+        };
+        let issued = u64::from_str_radix(issued, 36).map_err(|_| Refused::Invalid)?;
+        let seen = u64::from_str_radix(seen, 36).map_err(|_| Refused::Invalid)?;
+        let server = self.tags.iter().position(|t| t == tag).ok_or(Refused::Invalid)?;
+        if let Some(life) = self.maxlife {
+            if now.saturating_sub(issued) > life {
+                return Err(Refused::Expired);
+            }
+        }
+        if let Some(idle) = self.maxidle {
+            if now.saturating_sub(seen) > idle {
+                return Err(Refused::Expired);
+            }
+        }
+        Ok(Valid { server, issued, seen })
+    }
+
+    /// Whether a valid dated cookie should be sent again with a fresh last-seen date.
+    pub fn needs_refresh(&self, v: &Valid, now: u64) -> bool {
+        match self.maxidle {
+            Some(idle) => now.saturating_sub(v.seen) >= (idle / 4).max(1),
+            None => false,
+        }
+    }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +325,44 @@ mod tests {
         assert_eq!(f.as_deref(), Some(&b"s3"[..]));
         assert_eq!(h.as_deref(), Some(&b"MoodleSession=abc; x=1"[..]));
         assert_eq!(prefix_set_cookie(b"MoodleSession=abc; path=/; HttpOnly", "s3"), b"MoodleSession=s3~abc; path=/; HttpOnly");
+    }
+
+    #[test]
+    fn plain_codec_is_the_server_cookie() {
+        let c = cookie(CookieMode::Insert);
+        let k = Codec::new(&c, &["s1".into(), "s2".into()]);
+        assert_eq!(k.encode(1, 0, 100), "s2");
+        assert_eq!(k.decode(b"s2", 100).map(|v| v.server), Ok(1));
+        assert_eq!(k.decode(b"s9", 100), Err(Refused::Invalid));
+    }
+
+    #[test]
+    fn signed_codec_hides_and_protects() {
+        let mut c = cookie(CookieMode::Insert);
+        c.key = Some("a secret of sixteen+ chars".into());
+        c.maxidle = Some(std::time::Duration::from_secs(600));
+        c.maxlife = Some(std::time::Duration::from_secs(3600));
+        let k = Codec::new(&c, &["s1".into(), "s2".into()]);
+        let v = k.encode(0, 1000, 1000);
+        assert!(!v.contains("s1"), "{v}");
+        assert_eq!(k.decode(v.as_bytes(), 1100).map(|v| v.server), Ok(0));
+        // Another server's tag with this MAC: refused.
+        let other = k.encode(1, 1000, 1000);
+        let forged = format!("{}.{}", other.split('.').next().unwrap(), v.split_once('.').unwrap().1);
+        assert_eq!(k.decode(forged.as_bytes(), 1100), Err(Refused::Invalid));
+        // Tampered dates: refused.
+        let mut parts: Vec<String> = v.split('.').map(String::from).collect();
+        parts[2] = "zz".into();
+        assert_eq!(k.decode(parts.join(".").as_bytes(), 1100), Err(Refused::Invalid));
+        // Idle and life.
+        assert_eq!(k.decode(v.as_bytes(), 1000 + 601), Err(Refused::Expired));
+        let old = k.encode(0, 1000, 4500);
+        assert_eq!(k.decode(old.as_bytes(), 4700), Err(Refused::Expired));
+        // A key the engine does not have.
+        let mut c2 = c.clone();
+        c2.key = Some("another secret of 16+ chars".into());
+        let k2 = Codec::new(&c2, &["s1".into(), "s2".into()]);
+        assert_eq!(k2.decode(v.as_bytes(), 1100), Err(Refused::Invalid));
     }
 
     #[test]

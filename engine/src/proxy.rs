@@ -350,10 +350,6 @@ fn log_simple(w: &Worker, snap: &Snapshot, fe: usize, peer: SocketAddr, wall: Sy
 /// A failure on the request path: which side, what the client gets, how the log names it.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 enum Fail {
-    #[error("no server available")]
-    NoServer,
-    #[error("server connection failed")]
-    Connect,
     #[error("server timed out")]
     ServerTimeout,
     #[error("server closed or sent a malformed response")]
@@ -371,7 +367,6 @@ enum Fail {
 impl Fail {
     fn status(self) -> u16 {
         match self {
-            Fail::NoServer | Fail::Connect => 503,
             Fail::ServerTimeout => 504,
             Fail::BadResponse => 502,
             Fail::ClientAbort => 400,
@@ -387,6 +382,8 @@ struct Ctx<'a> {
     snap: &'a Snapshot,
     fe: &'a FrontendRt,
     rec: Record,
+    /// The valid persistence cookie the request carried.
+    sticky: Option<persist::Valid>,
 }
 
 impl Ctx<'_> {
@@ -481,13 +478,20 @@ fn finish_head(out: &mut Vec<u8>, need_host: Option<&str>) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn redirect_location(buf: &[u8], req: &RequestHead) -> Option<String> {
+/// `https://<host><port><target>` from the validated Host (its port replaced by the HTTPS
+/// port) and the origin-form target.
+fn redirect_location(buf: &[u8], req: &RequestHead, port: &str) -> Option<String> {
     let host = std::str::from_utf8(req.host(buf)?).ok()?;
     let target = std::str::from_utf8(req.target(buf)).ok()?;
     if !target.starts_with('/') {
         return None;
     }
-    Some(format!("https://{host}{target}"))
+    let name = if host.starts_with('[') {
+        &host[..=host.find(']')?]
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    };
+    Some(format!("https://{name}{port}{target}"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -529,6 +533,7 @@ async fn exchange<S: ClientIo>(
             term: *b"--",
             request: request_line,
         },
+        sticky: None,
     };
     let client_ka = req.client_keep_alive();
     let has_body = req.body != BodyLen::None;
@@ -538,7 +543,7 @@ async fn exchange<S: ClientIo>(
         let target = req.target(cb.data());
         let excepted = r.except_prefixes.iter().any(|p| target.starts_with(p.as_bytes()));
         if !excepted || fe.backend.is_none() {
-            let (status, resp) = match redirect_location(cb.data(), &req) {
+            let (status, resp) = match redirect_location(cb.data(), &req, &fe.redirect_port) {
                 Some(loc) => (r.code, simple_response(r.code, &[("Location", &loc)], "", has_body || !client_ka)),
                 None => (400, error_response(400, true)),
             };
@@ -589,22 +594,32 @@ async fn exchange<S: ClientIo>(
     let states = w.states.borrow().clone();
     let cookie_cfg = be.cookie.as_ref();
     let mut sticky_server = None;
-    if let (Some(_), Some(v)) = (cookie_cfg, sticky.as_ref()) {
-        let found = (be.first..be.first + be.count).find(|&i| snap.servers[i].cookie.as_bytes() == v.as_slice());
+    let now_s = persist::now_secs();
+    if let (Some(c), Some(v)) = (cookie_cfg, sticky.as_ref()) {
+        let found = match (c.mode, be.codec.as_ref()) {
+            (config::CookieMode::Insert, Some(codec)) => codec.decode(v, now_s),
+            _ => (0..be.count).find(|&k| snap.servers[be.first + k].cookie.as_bytes() == v.as_slice()).map(|server| persist::Valid { server, issued: 0, seen: 0 }).ok_or(persist::Refused::Invalid),
+        };
         match found {
-            Some(i) => {
-                let c = candidate(w, snap, &states, i, &[]);
+            Ok(valid) => {
+                let i = be.first + valid.server;
+                let c = candidate_ignoring_full(w, snap, &states, i, &[]);
                 if balance::sticky_ok(&c) {
                     sticky_server = Some(i);
+                    cx.sticky = Some(valid);
                     cx.rec.cookie[0] = b'V';
                 } else {
                     cx.rec.cookie[0] = b'D';
                 }
             }
-            None => cx.rec.cookie[0] = b'I',
+            Err(persist::Refused::Expired) => cx.rec.cookie[0] = b'E',
+            Err(persist::Refused::Invalid) => cx.rec.cookie[0] = b'I',
         }
     } else if cookie_cfg.is_some() {
         cx.rec.cookie[0] = b'N';
+    }
+    if cookie_cfg.is_some() {
+        cx.rec.cookie[1] = b'N';
     }
 
     // Body bytes already here: sent with the head when the whole body is.
@@ -612,52 +627,78 @@ async fn exchange<S: ClientIo>(
     let mut chunked_dec = None;
     let mut out_tail_done = false;
 
-    // CONNECT, with retries on other servers.
-    let t_connect = Instant::now();
+    // QUEUE and CONNECT, with retries on other servers.
+    let t_queue = Instant::now();
     let mut tried: Vec<usize> = Vec::new();
     let retries = bt.retries;
     let mut attempts = 0u32;
+    let mut t_connect = Instant::now();
     let (mut up, sid, reused) = loop {
-        let pick = match sticky_server.take() {
-            Some(i) => Some(i),
-            None => select(w, snap, &states, be_idx, &tried),
+        let sid = match acquire(w, snap, be_idx, sticky_server, &tried, bt.queue).await {
+            Acquired::Server(i) => i,
+            Acquired::WaitingRoom => {
+                w.put_buf(out);
+                let resp = be.waiting_room.clone();
+                cx.rec.bytes = resp.len() as u64;
+                let _ = write_vec(io, resp, t.client).await;
+                cx.rec.tw = t_queue.elapsed().as_millis() as i64;
+                cx.log(503, b"sQ", started);
+                return Next::Close;
+            }
+            Acquired::QueueTimeout => {
+                w.put_buf(out);
+                let resp = be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true));
+                cx.rec.bytes = resp.len() as u64;
+                let _ = write_vec(io, resp, t.client).await;
+                cx.rec.tw = t_queue.elapsed().as_millis() as i64;
+                cx.log(503, b"sQ", started);
+                return Next::Close;
+            }
+            Acquired::Nothing => {
+                w.put_buf(out);
+                let resp = be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true));
+                cx.rec.bytes = resp.len() as u64;
+                let _ = write_vec(io, resp, t.client).await;
+                cx.log(503, b"SC", started);
+                return Next::Close;
+            }
         };
-        let Some(sid) = pick else {
-            w.put_buf(out);
-            let resp = be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true));
-            let n = resp.len() as u64;
-            let _ = write_vec(io, resp, t.client).await;
-            cx.rec.bytes = n;
-            cx.rec.tc = -1;
-            cx.log(503, if tried.is_empty() { b"SC" } else { b"SC" }, started);
-            return if has_body { Next::Close } else { Next::Close };
-        };
+        if attempts == 0 {
+            cx.rec.tw = t_queue.elapsed().as_millis() as i64;
+            t_connect = Instant::now();
+        }
         cx.rec.server = Some(sid);
         match connect(w, snap, sid, bt.connect, method.is_idempotent() && !has_body).await {
             Ok((s, reused)) => break (s, sid, reused),
             Err(e) => {
+                release(snap, sid);
                 tracing::debug!(server = %snap.servers[sid].name, "connect failed: {e}");
-                let mut c = w.counters.borrow_mut();
-                c[sid].failures += 1;
-                c[sid].avoid_until = Some(Instant::now() + Duration::from_secs(2));
-                drop(c);
+                {
+                    let mut c = w.counters.borrow_mut();
+                    c[sid].failures += 1;
+                    c[sid].avoid_until = Some(Instant::now() + Duration::from_secs(2));
+                }
+                w.passive(sid, crate::control::PassiveKind::ConnectFailed);
+                if sticky_server == Some(sid) {
+                    // The sticky server failed: balance anew, with a fresh cookie.
+                    sticky_server = None;
+                    cx.rec.cookie[0] = b'D';
+                }
                 tried.push(sid);
                 attempts += 1;
                 if attempts > retries {
                     w.put_buf(out);
                     let resp = be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true));
+                    cx.rec.bytes = resp.len() as u64;
                     let _ = write_vec(io, resp, t.client).await;
+                    cx.rec.tc = t_connect.elapsed().as_millis() as i64;
                     cx.log(503, b"SC", started);
                     return Next::Close;
                 }
             }
         }
     };
-    cx.rec.tw = 0;
     cx.rec.tc = t_connect.elapsed().as_millis() as i64;
-    if cookie_cfg.is_some() && cx.rec.cookie[0] != b'V' {
-        cx.rec.cookie[1] = b'I';
-    }
     let srv = &snap.servers[sid];
     let is_10_without_host = need_host.is_some();
     finish_head(&mut out, if is_10_without_host { Some(&srv.host_header) } else { None });
@@ -699,6 +740,14 @@ async fn exchange<S: ClientIo>(
     )
     .await;
     w.counters.borrow_mut()[sid].active -= 1;
+    release(snap, sid);
+    {
+        let us = started.elapsed().as_micros() as u64;
+        let mut h = w.hist.borrow_mut();
+        if let Some(h) = h.get_mut(sid) {
+            h.saturating_record(us.max(1));
+        }
+    }
     match result {
         Relay::Done { keep_server, keep_client } => {
             if keep_server {
@@ -727,6 +776,118 @@ async fn exchange<S: ClientIo>(
             }
         }
     }
+}
+
+/// The outcome of waiting for a server slot.
+enum Acquired {
+    Server(usize),
+    /// Past the backend's max_queue: the waiting room.
+    WaitingRoom,
+    /// Waited timeout_queue for a slot.
+    QueueTimeout,
+    /// No server can take the request at all.
+    Nothing,
+}
+
+/// Takes one of a server's maxconn slots (all cores together) if one is free.
+fn try_take(snap: &Snapshot, i: usize) -> bool {
+    let srv = &snap.servers[i];
+    if srv.maxconn == 0 {
+        return true;
+    }
+    let a = &srv.inflight;
+    let mut cur = a.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        if cur >= srv.maxconn {
+            return false;
+        }
+        match a.compare_exchange_weak(cur, cur + 1, std::sync::atomic::Ordering::AcqRel, std::sync::atomic::Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+fn release(snap: &Snapshot, i: usize) {
+    let srv = &snap.servers[i];
+    if srv.maxconn > 0 {
+        srv.inflight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Picks a server and takes a slot on it; when every server that could take the request
+/// is at its maxconn, waits in this core's queue (in order) up to timeout_queue. A sticky
+/// request waits for its own server.
+async fn acquire(w: &Worker, snap: &Snapshot, be_idx: usize, sticky: Option<usize>, tried: &[usize], timeout_queue: Duration) -> Acquired {
+    let try_once = |w: &Worker| -> Result<usize, bool> {
+        w.refresh();
+        let states = w.states.borrow().clone();
+        if let Some(i) = sticky {
+            let c = candidate_ignoring_full(w, snap, &states, i, tried);
+            if balance::sticky_ok(&c) {
+                return if try_take(snap, i) { Ok(i) } else { Err(true) };
+            }
+        }
+        match select(w, snap, &states, be_idx, tried) {
+            Some(i) if try_take(snap, i) => Ok(i),
+            Some(_) => Err(true),
+            None => {
+                // Would anything be eligible if it were not full?
+                let be = &snap.backends[be_idx];
+                let any_full = (be.first..be.first + be.count).any(|i| {
+                    let c = candidate_ignoring_full(w, snap, &states, i, tried);
+                    c.state == crate::balance::ServerState::Up && c.weight > 0 && !c.excluded && snap.servers[i].maxconn > 0
+                });
+                Err(any_full)
+            }
+        }
+    };
+    let queue_empty = w.queue_front(be_idx).is_none();
+    if queue_empty {
+        match try_once(w) {
+            Ok(i) => return Acquired::Server(i),
+            Err(false) => return Acquired::Nothing,
+            Err(true) => {}
+        }
+    }
+    // Wait in order.
+    let be = &snap.backends[be_idx];
+    if let Some(max) = be.cfg.max_queue {
+        if be.queued.load(std::sync::atomic::Ordering::Relaxed) >= max {
+            return Acquired::WaitingRoom;
+        }
+    }
+    let ticket = w.queue_push(be_idx, sticky);
+    be.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = Instant::now();
+    let deadline = start + timeout_queue;
+    let out = loop {
+        if w.queue_front(be_idx) == Some(ticket) || sticky.is_some() {
+            match try_once(w) {
+                Ok(i) => break Acquired::Server(i),
+                Err(false) => break Acquired::Nothing,
+                Err(true) => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            break Acquired::QueueTimeout;
+        }
+        monoio::time::sleep(Duration::from_millis(2)).await;
+    };
+    w.queue_remove(be_idx, ticket, sticky);
+    be.queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(h) = w.queue_hist.borrow_mut().get_mut(be_idx) {
+        h.saturating_record((start.elapsed().as_micros() as u64).max(1));
+    }
+    out
+}
+
+fn candidate_ignoring_full(w: &Worker, snap: &Snapshot, states: &crate::snapshot::States, i: usize, tried: &[usize]) -> Candidate {
+    let mut c = candidate(w, snap, states, i, tried);
+    let c2 = &w.counters.borrow()[i];
+    let avoid = c2.avoid_until.map(|u| Instant::now() < u).unwrap_or(false);
+    c.excluded = tried.contains(&i) || avoid;
+    c
 }
 
 enum Relay {
@@ -899,6 +1060,7 @@ async fn send_and_relay<S: ClientIo>(
     cx.rec.status = head.status;
     if head.status >= 500 {
         w.counters.borrow_mut()[sid].responses_5xx += 1;
+        w.passive(sid, crate::control::PassiveKind::Status5xx);
     }
 
     // The head for the client.
@@ -927,7 +1089,14 @@ async fn send_and_relay<S: ClientIo>(
     }
     hb.extend_from_slice(b"\r\n");
     let cookie_cfg = be.cookie.as_ref();
-    let insert_cookie = matches!(cookie_cfg, Some(c) if c.mode == config::CookieMode::Insert) && cx.rec.cookie[0] != b'V';
+    let now_s = persist::now_secs();
+    let sticky_same = cx.sticky.filter(|v| be.first + v.server == sid);
+    let insert_cookie = matches!(cookie_cfg, Some(c) if c.mode == config::CookieMode::Insert)
+        && match (sticky_same, be.codec.as_ref()) {
+            (Some(v), Some(codec)) => codec.needs_refresh(&v, now_s),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
     let mut has_cache_private = false;
     for f in &head.fields {
         if f.drop {
@@ -969,14 +1138,15 @@ async fn send_and_relay<S: ClientIo>(
         hb.extend_from_slice(b"\r\n");
     }
     if insert_cookie && !is_upgrade {
-        if let Some(c) = cookie_cfg {
-            persist::set_cookie_line(c, &srv.cookie, &mut hb);
+        if let (Some(c), Some(codec)) = (cookie_cfg, be.codec.as_ref()) {
+            let issued = sticky_same.map(|v| v.issued).filter(|&i| i > 0).unwrap_or(now_s);
+            let value = codec.encode(sid - be.first, issued, now_s);
+            persist::set_cookie_line(c, &value, &mut hb);
+            cx.rec.cookie[1] = if sticky_same.is_some() { b'U' } else { b'I' };
             if c.nocache && !has_cache_private {
                 hb.extend_from_slice(b"Cache-Control: private\r\n");
             }
         }
-    } else if cookie_cfg.is_some() && cx.rec.cookie[1] == b'I' {
-        cx.rec.cookie[1] = b'-';
     }
     match client_framing {
         BodyLen::Length(n) => {

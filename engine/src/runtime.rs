@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::log::{AccessLog, Sink};
-use crate::snapshot::{Snapshot, States, Update};
+use crate::control::{Control, ControlMsg};
+use crate::snapshot::{Snapshot, States};
 use crate::worker::{self, DriverKind, Shared, Worker};
 use crate::EngineError;
 
@@ -61,11 +61,13 @@ pub fn probe_driver() -> DriverKind {
 pub struct Running {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    senders: Vec<Sender<Update>>,
     addrs: Vec<(String, Vec<SocketAddr>)>,
-    control: Mutex<(Arc<Snapshot>, Arc<States>)>,
+    current: Mutex<Arc<Snapshot>>,
     generation: AtomicU64,
     driver: DriverKind,
+    control: Control,
+    _admin: Option<crate::admin::AdminSocket>,
+    stats_addr: Option<SocketAddr>,
 }
 
 /// Something that can ask a running engine to stop (for signal handlers).
@@ -113,22 +115,28 @@ impl Running {
 
     /// The snapshot the cores run now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.control.lock().map(|c| c.0.clone()).unwrap_or_else(|e| e.into_inner().0.clone())
+        self.current.lock().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// The server states last published to the cores.
     pub fn states(&self) -> Arc<States> {
-        self.control.lock().map(|c| c.1.clone()).unwrap_or_else(|e| e.into_inner().1.clone())
+        self.control.states.lock().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
     }
 
-    /// Sends new server states to every core.
-    pub fn publish_states(&self, states: States) {
-        let states = Arc::new(states);
-        if let Ok(mut c) = self.control.lock() {
-            c.1 = states.clone();
-        }
-        for s in &self.senders {
-            let _ = s.send(Update::States(states.clone()));
-        }
+    /// Runs an admin command (the same as a line on the admin socket) and returns its
+    /// answer, which ends with an empty line.
+    pub fn admin(&self, line: &str) -> String {
+        self.control.admin(line)
+    }
+
+    /// The data of the stats page.
+    pub fn stats(&self) -> Option<Box<crate::control::StatsView>> {
+        self.control.stats()
+    }
+
+    /// Where the stats endpoint listens, when `global.stats` is set.
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.stats_addr
     }
 
     /// Swaps the configuration on every core. The bind addresses must stay the same (a
@@ -143,13 +151,12 @@ impl Running {
         self.shared.maxconn.store(cfg.global.maxconn as usize, Ordering::Relaxed);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let snap = Arc::new(Snapshot::build(cfg, generation)?);
-        let states = Arc::new(States::initial(&snap));
-        if let Ok(mut c) = self.control.lock() {
-            *c = (snap.clone(), states.clone());
+        if let Ok(mut c) = self.current.lock() {
+            *c = snap.clone();
         }
-        for s in &self.senders {
-            let _ = s.send(Update::Config(snap.clone(), states.clone()));
-        }
+        // The health-check thread keeps admin states and health of the servers that stay,
+        // and sends the new snapshot with their states to every core.
+        let _ = self.control.tx.send(ControlMsg::Config(snap));
         Ok(())
     }
 
@@ -165,6 +172,7 @@ impl Running {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.control.stop();
     }
 }
 
@@ -180,6 +188,7 @@ impl Drop for Running {
                 let _ = t.join();
             }
         }
+        self.control.stop();
     }
 }
 
@@ -244,6 +253,7 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
     let (report_tx, report_rx) = std::sync::mpsc::channel::<Result<DriverKind, EngineError>>();
     let mut threads = Vec::new();
     let mut senders = Vec::new();
+    let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded::<ControlMsg>();
     for (i, listeners) in per_core.into_iter().enumerate() {
         let (tx, rx) = crossbeam_channel::unbounded();
         senders.push(tx);
@@ -254,6 +264,7 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
         let core = core_ids.get(i % core_ids.len().max(1)).copied();
         let sink = sink.try_clone().map_err(EngineError::Log)?;
         let choice = opts.driver;
+        let ctl = ctl_tx.clone();
         let t = std::thread::Builder::new()
             .name(format!("engine-worker-{i}"))
             .spawn(move || {
@@ -264,7 +275,7 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
                 }
                 let log = AccessLog::new(sink, snap.cfg.log.format, snap.cfg.log.dontlognull);
                 let make = move |driver: DriverKind| {
-                    let w = Rc::new(Worker::new(i, shared, snap, states, rx, log, driver));
+                    let w = Rc::new(Worker::new(i, shared, snap, states, rx, log, driver, ctl));
                     worker::run(w, listeners, grace)
                 };
                 run_worker(i, choice, report, make);
@@ -289,8 +300,42 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
     }
     let driver = driver.unwrap_or(DriverKind::Epoll);
     let _ = shared.driver.set(driver);
+    let stop_all = |threads: Vec<JoinHandle<()>>| {
+        shared.stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            let _ = t.join();
+        }
+    };
+    let control = match Control::start(snap.clone(), shared.clone(), senders, ctl_tx.clone(), ctl_rx) {
+        Ok(c) => c,
+        Err(e) => {
+            stop_all(threads);
+            return Err(EngineError::Thread(e));
+        }
+    };
+    let admin = match &snap.cfg.global.admin_socket {
+        Some(p) => match crate::admin::start(p, ctl_tx.clone()) {
+            Ok(a) => Some(a),
+            Err(err) => {
+                stop_all(threads);
+                return Err(EngineError::Admin { path: p.clone(), err });
+            }
+        },
+        None => None,
+    };
+    let stats_addr = match snap.cfg.global.stats {
+        Some(a) => match crate::stats::start(a, ctl_tx.clone()) {
+            Ok(real) => Some(real),
+            Err(err) => {
+                stop_all(threads);
+                return Err(EngineError::Bind { addr: a, err });
+            }
+        },
+        None => None,
+    };
     tracing::info!(cores, driver = driver.as_str(), "engine running");
-    Ok(Running { shared, threads, senders, addrs, control: Mutex::new((snap, states)), generation: AtomicU64::new(0), driver })
+    drop(states);
+    Ok(Running { shared, threads, addrs, current: Mutex::new(snap), generation: AtomicU64::new(0), driver, control, _admin: admin, stats_addr })
 }
 
 const RING_ENTRIES: u32 = 4096;

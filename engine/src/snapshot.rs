@@ -23,6 +23,8 @@ pub struct FrontendRt {
     /// Pre-rendered `Name: value\r\n` lines of set_headers.
     pub set_lines: Vec<u8>,
     pub tls: Option<crate::tls::TlsServer>,
+    /// `:port` for redirect Locations (empty for 443).
+    pub redirect_port: String,
 }
 
 #[derive(Debug)]
@@ -35,6 +37,15 @@ pub struct BackendRt {
     pub first: usize,
     pub count: usize,
     pub errorfile_503: Option<Vec<u8>>,
+    /// Passive observation threshold (0: off).
+    pub observe_errors: u32,
+    pub slowstart: Option<std::time::Duration>,
+    /// Requests waiting for a server slot in this backend, all cores together.
+    pub queued: AtomicU32,
+    /// The waiting-room response, rendered once.
+    pub waiting_room: Vec<u8>,
+    /// The persistence cookie's value codec (when `cookie` is set).
+    pub codec: Option<crate::persist::Codec>,
     pub cfg: config::Backend,
 }
 
@@ -47,6 +58,8 @@ pub struct ServerRt {
     pub weight: u32,
     pub backup: bool,
     pub maxconn: u32,
+    /// Health-checked (`server.check` and a `backend.check`).
+    pub check_enabled: bool,
     /// `addr` rendered once, for a Host header on HTTP/1.0 requests without one.
     pub host_header: String,
     /// Requests in flight on this server, all cores together (per-server maxconn).
@@ -79,6 +92,7 @@ impl Snapshot {
                     weight: s.weight,
                     backup: s.backup,
                     maxconn: s.maxconn,
+                    check_enabled: s.check && b.check.is_some(),
                     host_header: s.address.to_string(),
                     inflight: AtomicU32::new(0),
                 });
@@ -91,11 +105,21 @@ impl Snapshot {
                 first,
                 count: b.servers.len(),
                 errorfile_503: b.errorfile_503.as_ref().map(|f| f.bytes.clone()),
+                observe_errors: b.check.as_ref().map(|c| c.observe_errors).unwrap_or(0),
+                slowstart: b.check.as_ref().and_then(|c| c.slowstart),
+                queued: AtomicU32::new(0),
+                codec: b.cookie.as_ref().map(|c| crate::persist::Codec::new(c, &b.servers.iter().map(|s| s.cookie.clone()).collect::<Vec<_>>())),
+                waiting_room: crate::http::waiting_room(b.waiting_room.as_ref().map(|f| f.bytes.as_slice())),
                 cfg: b.clone(),
             });
         }
         let mut frontends = Vec::new();
+        let tls_port = cfg.frontends.iter().find(|f| f.tls.is_some()).and_then(|f| f.bind.first()).map(|a| a.port());
         for f in &cfg.frontends {
+            let redirect_port = match f.redirect_https.as_ref().and_then(|r| r.port).or(tls_port) {
+                Some(443) | None => String::new(),
+                Some(p) => format!(":{p}"),
+            };
             let mut set_lines = Vec::new();
             let mut set_names_lc = Vec::new();
             for (k, v) in &f.set_headers {
@@ -116,6 +140,7 @@ impl Snapshot {
                 set_names_lc,
                 set_lines,
                 tls,
+                redirect_port,
             });
         }
         let head_limits = HeadLimits {

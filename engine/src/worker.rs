@@ -14,6 +14,8 @@ use crossbeam_channel::Receiver;
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::balance::RoundRobin;
+use crate::control::{new_hist, ControlMsg, CoreReport, ServerReport};
+use hdrhistogram::Histogram;
 use crate::idle::IdleSet;
 use crate::log::AccessLog;
 use crate::snapshot::{Snapshot, States, Update};
@@ -49,6 +51,8 @@ pub struct ServerCounters {
     pub total: u64,
     pub failures: u64,
     pub responses_5xx: u64,
+    /// Requests of this core waiting for a slot on this server (sticky clients).
+    pub queued: u32,
     /// Passive health: this core avoids the server until then (after a connect failure).
     pub avoid_until: Option<Instant>,
 }
@@ -91,6 +95,16 @@ pub struct Worker {
     pub stopping: Cell<bool>,
     pub tls: RefCell<Vec<Option<monoio_rustls::TlsAcceptor>>>,
     pub driver: DriverKind,
+    pub control: crossbeam_channel::Sender<ControlMsg>,
+    /// Response times per server (microseconds), merged by the health thread.
+    pub hist: RefCell<Vec<Histogram<u64>>>,
+    /// Requests of this core waiting per backend, and their waiting times.
+    pub queued: RefCell<Vec<u32>>,
+    pub queue_hist: RefCell<Vec<Histogram<u64>>>,
+    ticks: Cell<u64>,
+    /// Per backend: this core's waiting requests in order (ticket, sticky server).
+    queue: RefCell<Vec<std::collections::VecDeque<(u64, Option<usize>)>>>,
+    next_ticket: Cell<u64>,
 }
 
 impl Worker {
@@ -102,6 +116,7 @@ impl Worker {
         updates: Receiver<Update>,
         log: AccessLog,
         driver: DriverKind,
+        control: crossbeam_channel::Sender<ControlMsg>,
     ) -> Worker {
         let w = Worker {
             id,
@@ -119,6 +134,13 @@ impl Worker {
             stopping: Cell::new(false),
             tls: RefCell::new(Vec::new()),
             driver,
+            control,
+            hist: RefCell::new(Vec::new()),
+            queued: RefCell::new(Vec::new()),
+            queue_hist: RefCell::new(Vec::new()),
+            ticks: Cell::new(0),
+            queue: RefCell::new(Vec::new()),
+            next_ticket: Cell::new(0),
         };
         w.install(&snap);
         w
@@ -128,6 +150,10 @@ impl Worker {
         *self.pools.borrow_mut() = (0..snap.servers.len()).map(|_| Vec::new()).collect();
         *self.rr.borrow_mut() = snap.backends.iter().map(|b| RoundRobin::new(b.count)).collect();
         *self.counters.borrow_mut() = vec![ServerCounters::default(); snap.servers.len()];
+        *self.hist.borrow_mut() = (0..snap.servers.len()).map(|_| new_hist()).collect();
+        *self.queued.borrow_mut() = vec![0; snap.backends.len()];
+        *self.queue.borrow_mut() = (0..snap.backends.len()).map(|_| std::collections::VecDeque::new()).collect();
+        *self.queue_hist.borrow_mut() = (0..snap.backends.len()).map(|_| new_hist()).collect();
         let mut tls = Vec::new();
         for f in &snap.frontends {
             tls.push(match &f.tls {
@@ -184,6 +210,42 @@ impl Worker {
         }
     }
 
+    /// The first non-sticky waiter of a backend's queue on this core.
+    pub fn queue_front(&self, be: usize) -> Option<u64> {
+        self.queue.borrow().get(be).and_then(|q| q.iter().find(|(_, s)| s.is_none()).map(|(t, _)| *t))
+    }
+
+    pub fn queue_push(&self, be: usize, sticky: Option<usize>) -> u64 {
+        let t = self.next_ticket.get();
+        self.next_ticket.set(t + 1);
+        if let Some(q) = self.queue.borrow_mut().get_mut(be) {
+            q.push_back((t, sticky));
+        }
+        if let Some(n) = self.queued.borrow_mut().get_mut(be) {
+            *n += 1;
+        }
+        if let Some(s) = sticky {
+            if let Some(c) = self.counters.borrow_mut().get_mut(s) {
+                c.queued += 1;
+            }
+        }
+        t
+    }
+
+    pub fn queue_remove(&self, be: usize, ticket: u64, sticky: Option<usize>) {
+        if let Some(q) = self.queue.borrow_mut().get_mut(be) {
+            q.retain(|(t, _)| *t != ticket);
+        }
+        if let Some(n) = self.queued.borrow_mut().get_mut(be) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(s) = sticky {
+            if let Some(c) = self.counters.borrow_mut().get_mut(s) {
+                c.queued = c.queued.saturating_sub(1);
+            }
+        }
+    }
+
     /// Takes an idle connection to `server` from this core's pool.
     pub fn pool_take(&self, server: usize) -> Option<Pooled> {
         self.pools.borrow_mut().get_mut(server)?.pop()
@@ -217,6 +279,37 @@ impl Worker {
             p.retain(|c| now.duration_since(c.since) < timeout);
         }
         self.log.borrow_mut().flush();
+        let t = self.ticks.get() + 1;
+        self.ticks.set(t);
+        if t % 5 == 0 {
+            self.report();
+        }
+    }
+
+    /// Sends this core's counters to the health-check thread (off the request path).
+    pub fn report(&self) {
+        let counters = self.counters.borrow();
+        let hist = self.hist.borrow();
+        let servers = counters
+            .iter()
+            .zip(hist.iter())
+            .map(|(c, h)| ServerReport { active: c.active, total: c.total, failures: c.failures, responses_5xx: c.responses_5xx, queued: c.queued, hist: h.clone() })
+            .collect();
+        let r = CoreReport {
+            core: self.id,
+            generation: self.snap.borrow().generation,
+            conns: self.conns.get(),
+            servers,
+            queued: self.queued.borrow().clone(),
+            queue_wait: self.queue_hist.borrow().clone(),
+        };
+        let _ = self.control.send(ControlMsg::Report(Box::new(r)));
+    }
+
+    /// Passive observation: tells the health-check thread that a server failed.
+    pub fn passive(&self, server: usize, kind: crate::control::PassiveKind) {
+        let generation = self.snap.borrow().generation;
+        let _ = self.control.send(ControlMsg::Passive { generation, server, kind });
     }
 
     pub fn conn_opened(&self) {
@@ -252,6 +345,7 @@ pub async fn run(w: Rc<Worker>, listeners: Vec<(usize, std::net::TcpListener)>, 
         }
     }
     w.log.borrow_mut().flush();
+    w.report();
 }
 
 async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {

@@ -414,9 +414,10 @@ fn worker(ctx: Ctx, addrs: Vec<SocketAddr>) -> io::Result<()> {
                             dead = true;
                         } else if !c.rbuf.is_empty() {
                             // a large body blocked pipelined requests: serve them now
-                            if !process(&ctx, c) || flush(fd, c).is_err() {
-                                dead = true;
-                            } else if c.close_after && c.wbuf.is_empty() && c.body_left == 0 {
+                            if !process(&ctx, c)
+                                || flush(fd, c).is_err()
+                                || (c.close_after && c.wbuf.is_empty() && c.body_left == 0)
+                            {
                                 dead = true;
                             }
                         }
@@ -425,7 +426,7 @@ fn worker(ctx: Ctx, addrs: Vec<SocketAddr>) -> io::Result<()> {
                     Err(_) => dead = true,
                 }
             }
-            if dead || (eof && c.wbuf.is_empty() && c.body_left == 0) || eof {
+            if dead || eof {
                 close_conn(ep, fd, &mut conns);
             }
         }

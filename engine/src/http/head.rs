@@ -424,12 +424,9 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
                     chunked = true;
                 } else if eq_ic(t, b"gzip") || eq_ic(t, b"deflate") || eq_ic(t, b"compress") || eq_ic(t, b"x-gzip") {
                     // Known coding, but not last: handled by the chunked-last rule below.
-                } else if eq_ic(t, b"identity") {
-                    return Err(RequestError::UnknownCoding);
                 } else {
                     return Err(RequestError::UnknownCoding);
                 }
-                te_seen = true;
             }
             if value.iter().all(|&c| c == b' ' || c == b'\t') {
                 return Err(RequestError::Malformed);

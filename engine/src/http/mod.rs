@@ -87,6 +87,30 @@ pub fn error_response(status: u16, close: bool) -> Vec<u8> {
     simple_response(status, &[], &body, close)
 }
 
+/// Seconds a client in the waiting room waits before its page refreshes.
+pub const WAITING_ROOM_RETRY: u32 = 10;
+
+/// The waiting-room response: 503 with Retry-After and a page that refreshes itself.
+/// `page`: the configured HTML, else the built-in page.
+pub fn waiting_room(page: Option<&[u8]>) -> Vec<u8> {
+    let builtin = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{WAITING_ROOM_RETRY}\"><title>Waiting room</title></head>\
+<body><h1>You are in the waiting room</h1><p>Many students are starting at the same moment. This page reloads by itself \
+in {WAITING_ROOM_RETRY} seconds and takes you in as soon as there is room. Your work is safe; please do not close this page.</p></body></html>\n"
+    );
+    let body: &[u8] = page.unwrap_or(builtin.as_bytes());
+    let mut out = Vec::with_capacity(body.len() + 200);
+    out.extend_from_slice(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nRetry-After: ");
+    push_u64(&mut out, WAITING_ROOM_RETRY as u64);
+    out.extend_from_slice(b"\r\nRefresh: ");
+    push_u64(&mut out, WAITING_ROOM_RETRY as u64);
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    push_u64(&mut out, body.len() as u64);
+    out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,208 @@
+//! The stats endpoint on `global.stats`: `GET /` an HTML page, `GET /stats.json` the same
+//! data as JSON, `GET /metrics` the Prometheus text format. Served from a thread of its
+//! own; the data comes from the health-check thread, which merges the cores' reports
+//! (their hdrhistograms included) off the request path.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use crate::control::{ControlMsg, StatsView};
+
+pub fn fetch(tx: &Sender<ControlMsg>) -> Option<Box<StatsView>> {
+    let (rtx, rrx) = crossbeam_channel::bounded(1);
+    tx.send(ControlMsg::Stats(rtx)).ok()?;
+    rrx.recv_timeout(Duration::from_secs(5)).ok()
+}
+
+/// Binds the stats address and serves it from a thread. Returns the bound address.
+pub fn start(addr: SocketAddr, tx: Sender<ControlMsg>) -> std::io::Result<SocketAddr> {
+    let l = TcpListener::bind(addr)?;
+    let real = l.local_addr()?;
+    std::thread::Builder::new().name("engine-stats".into()).spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            let tx = tx.clone();
+            let _ = std::thread::Builder::new().name("engine-stats-conn".into()).spawn(move || serve(conn, &tx));
+        }
+    })?;
+    Ok(real)
+}
+
+fn serve(mut conn: TcpStream, tx: &Sender<ControlMsg>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        // One request per read cycle; keep-alive as long as the client wants.
+        let head_len = loop {
+            let mut hdrs = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut hdrs);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => break Some((n, req.method.unwrap_or("").to_string(), req.path.unwrap_or("/").to_string(), req.version == Some(0), req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")))),
+                Ok(httparse::Status::Partial) if buf.len() < 16384 => {}
+                _ => break None,
+            }
+            let mut tmp = [0u8; 4096];
+            match conn.read(&mut tmp) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        };
+        let Some((n, method, path, http10, close)) = head_len else {
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            return;
+        };
+        buf.drain(..n);
+        let path = path.split('?').next().unwrap_or("/").to_string();
+        let (status, ctype, body) = if method != "GET" && method != "HEAD" {
+            (405, "text/plain", "only GET\n".to_string())
+        } else {
+            match (path.as_str(), fetch(tx)) {
+                (_, None) => (503, "text/plain", "the engine is stopping\n".to_string()),
+                ("/", Some(v)) => (200, "text/html; charset=utf-8", render_html(&v)),
+                ("/stats.json", Some(v)) => (200, "application/json", serde_json::to_string_pretty(&*v).unwrap_or_default()),
+                ("/metrics", Some(v)) => (200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(&v)),
+                _ => (404, "text/plain", "not found: try /, /stats.json or /metrics\n".to_string()),
+            }
+        };
+        let keep = !http10 && !close;
+        let head = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}\r\n",
+            crate::http::reason(status),
+            body.len(),
+            if keep { "" } else { "Connection: close\r\n" }
+        );
+        let mut out = head.into_bytes();
+        if method != "HEAD" {
+            out.extend_from_slice(body.as_bytes());
+        }
+        if conn.write_all(&out).is_err() || !keep {
+            return;
+        }
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The page an operator reads at a glance: one row per server, its state in colour.
+pub fn render_html(v: &StatsView) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>engine stats</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 2em; min-width: 60em; }}
+th, td {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }}
+th {{ background: #f2f2f2; }} td.l, th.l {{ text-align: left; }}
+.state {{ font-weight: bold; border-radius: 3px; padding: 1px 6px; color: #fff; }}
+.UP {{ background: #2e8b57; }} .DOWN {{ background: #c0392b; }} .MAINT {{ background: #7f8c8d; }} .DRAIN {{ background: #e67e22; }}
+.meta {{ color: #555; }}
+</style></head><body>
+<h1>engine</h1>
+<p class="meta">version {} &middot; uptime {}s &middot; {} cores &middot; driver {} &middot; {} client connections</p>
+"#,
+        esc(&v.version),
+        v.uptime_seconds,
+        v.cores,
+        esc(&v.driver),
+        v.connections
+    );
+    for b in &v.backends {
+        let _ = write!(
+            h,
+            "<h2>backend {}</h2>\n<p class=\"meta\">{} &middot; {} queued &middot; queue wait p50 {} ms, p99 {} ms</p>\n<table class=\"servers\" data-backend=\"{}\">\n<tr><th class=\"l\">server</th><th class=\"l\">address</th><th class=\"l\">state</th><th>weight</th><th>active</th><th>queued</th><th>total</th><th>5xx</th><th>conn. failures</th><th>p50 ms</th><th>p99 ms</th><th class=\"l\">last check</th></tr>\n",
+            esc(&b.name),
+            esc(&b.balance),
+            b.queued,
+            b.queue_p50_ms,
+            b.queue_p99_ms,
+            esc(&b.name)
+        );
+        for s in &b.servers {
+            let check = match &s.check {
+                None => "no check".to_string(),
+                Some(c) => match c.seconds_ago {
+                    Some(a) => format!("{} ({a}s ago)", c.result),
+                    None => c.result.clone(),
+                },
+            };
+            let _ = writeln!(
+                h,
+                "<tr class=\"server\"><td class=\"l\">{}{}</td><td class=\"l\">{}</td><td class=\"l\"><span class=\"state {}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+                esc(&s.name),
+                if s.backup { " (backup)" } else { "" },
+                esc(&s.address),
+                esc(&s.state),
+                esc(&s.state),
+                s.weight,
+                s.active,
+                s.queued,
+                s.total,
+                s.responses_5xx,
+                s.failures,
+                s.p50_ms,
+                s.p99_ms,
+                esc(&check)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("<p class=\"meta\">Also: <a href=\"/stats.json\">/stats.json</a> &middot; <a href=\"/metrics\">/metrics</a></p>\n</body></html>\n");
+    h
+}
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The Prometheus text format, with Prometheus's naming conventions (base units, `_total`
+/// for counters).
+pub fn render_metrics(v: &StatsView) -> String {
+    let mut m = String::new();
+    let _ = writeln!(m, "# HELP engine_info Build and runtime information.\n# TYPE engine_info gauge");
+    let _ = writeln!(m, "engine_info{{version=\"{}\",driver=\"{}\"}} 1", label(&v.version), label(&v.driver));
+    let _ = writeln!(m, "# HELP engine_uptime_seconds Seconds since the engine started.\n# TYPE engine_uptime_seconds gauge\nengine_uptime_seconds {}", v.uptime_seconds);
+    let _ = writeln!(m, "# HELP engine_cores Worker cores.\n# TYPE engine_cores gauge\nengine_cores {}", v.cores);
+    let _ = writeln!(m, "# HELP engine_client_connections Client connections open now.\n# TYPE engine_client_connections gauge\nengine_client_connections {}", v.connections);
+    let _ = writeln!(m, "# HELP engine_backend_queued_requests Requests waiting for a server slot.\n# TYPE engine_backend_queued_requests gauge");
+    for b in &v.backends {
+        let _ = writeln!(m, "engine_backend_queued_requests{{backend=\"{}\"}} {}", label(&b.name), b.queued);
+    }
+    type Getter = fn(&crate::control::ServerView) -> String;
+    let series: [(&str, &str, &str, Getter); 9] = [
+        ("engine_server_up", "gauge", "1 when the server takes traffic (UP or DRAIN).", |s| if s.state == "UP" || s.state == "DRAIN" { "1".into() } else { "0".into() }),
+        ("engine_server_weight", "gauge", "Current weight.", |s| s.weight.to_string()),
+        ("engine_server_active_requests", "gauge", "Requests in flight on the server.", |s| s.active.to_string()),
+        ("engine_server_queued_requests", "gauge", "Requests waiting for this server.", |s| s.queued.to_string()),
+        ("engine_server_requests_total", "counter", "Requests sent to the server.", |s| s.total.to_string()),
+        ("engine_server_responses_5xx_total", "counter", "5xx responses from the server.", |s| s.responses_5xx.to_string()),
+        ("engine_server_connect_failures_total", "counter", "Failed connections to the server.", |s| s.failures.to_string()),
+        ("engine_server_response_time_p50_seconds", "gauge", "Median response time.", |s| format!("{}", s.p50_ms / 1000.0)),
+        ("engine_server_response_time_p99_seconds", "gauge", "99th percentile response time.", |s| format!("{}", s.p99_ms / 1000.0)),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for b in &v.backends {
+            for s in &b.servers {
+                let _ = writeln!(m, "{name}{{backend=\"{}\",server=\"{}\"}} {}", label(&b.name), label(&s.name), get(s));
+            }
+        }
+    }
+    let _ = writeln!(m, "# HELP engine_server_state Server state (1 for the current one).\n# TYPE engine_server_state gauge");
+    for b in &v.backends {
+        for s in &b.servers {
+            for st in ["UP", "DOWN", "MAINT", "DRAIN"] {
+                let _ = writeln!(m, "engine_server_state{{backend=\"{}\",server=\"{}\",state=\"{st}\"}} {}", label(&b.name), label(&s.name), (s.state == st) as u8);
+            }
+        }
+    }
+    m
+}
