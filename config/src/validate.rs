@@ -913,7 +913,20 @@ fn validate_frontend(
                 except.push(s.clone());
             }
         }
-        let port = rr.port.as_ref().and_then(|v| cx.int(v, &label, "redirect_https.port", 1, 65535, "write port = 443 (the port of the HTTPS frontend that clients reach)")).map(|p| p as u16);
+        let port = rr
+            .port
+            .as_ref()
+            .and_then(|v| {
+                cx.int(
+                    v,
+                    label,
+                    "redirect_https.port",
+                    1,
+                    65535,
+                    "write port = 443 (the port of the HTTPS frontend that clients reach)",
+                )
+            })
+            .map(|p| p as u16);
         redirect = Some(RedirectHttps {
             code,
             except_prefixes: except,

@@ -137,7 +137,8 @@ fn reference_example_loads_without_warnings() {
         http.redirect_https,
         Some(RedirectHttps {
             code: 301,
-            except_prefixes: vec!["/.well-known/acme-challenge/".into()]
+            except_prefixes: vec!["/.well-known/acme-challenge/".into()],
+            port: None,
         })
     );
     assert!(http.tls.is_none());
@@ -201,6 +202,8 @@ fn reference_example_loads_without_warnings() {
             rise: 2,
             fall: 3,
             timeout: Duration::from_secs(2),
+            observe_errors: 10,
+            slowstart: None,
         })
     );
     let names: Vec<_> = b
@@ -287,7 +290,8 @@ tls = {{ certs = ["/work/shared/spec/certs/moodle.pem"] }}
         redir.redirect_https,
         Some(RedirectHttps {
             code: 301,
-            except_prefixes: vec![]
+            except_prefixes: vec![],
+            port: None,
         })
     );
     assert_eq!(
@@ -503,7 +507,8 @@ backup = true
         f.redirect_https,
         Some(RedirectHttps {
             code: 308,
-            except_prefixes: vec!["/a".into(), "/b".into()]
+            except_prefixes: vec!["/a".into(), "/b".into()],
+            port: None,
         })
     );
     let order: Vec<&str> = f.set_headers.iter().map(|(n, _)| n.as_str()).collect();

@@ -18,7 +18,8 @@ pub fn ask(tx: &Sender<ControlMsg>, line: &str) -> String {
     if tx.send(ControlMsg::Admin(line.to_string(), rtx)).is_err() {
         return "error: the engine is stopping\n\n".into();
     }
-    rrx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| "error: no answer\n\n".into())
+    rrx.recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| "error: no answer\n\n".into())
 }
 
 /// The running socket; removed when dropped.
@@ -37,20 +38,29 @@ pub fn start(path: &Path, tx: Sender<ControlMsg>) -> std::io::Result<AdminSocket
     if path.exists() {
         // A live engine answers on it; a stale file from a crash does not.
         if UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("{} is in use by another engine", path.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by another engine", path.display()),
+            ));
         }
         let _ = std::fs::remove_file(path);
     }
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    std::thread::Builder::new().name("engine-admin".into()).spawn(move || {
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { continue };
-            let tx = tx.clone();
-            let _ = std::thread::Builder::new().name("engine-admin-conn".into()).spawn(move || serve(conn, tx));
-        }
-    })?;
-    Ok(AdminSocket { path: path.to_path_buf() })
+    std::thread::Builder::new()
+        .name("engine-admin".into())
+        .spawn(move || {
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { continue };
+                let tx = tx.clone();
+                let _ = std::thread::Builder::new()
+                    .name("engine-admin-conn".into())
+                    .spawn(move || serve(conn, tx));
+            }
+        })?;
+    Ok(AdminSocket {
+        path: path.to_path_buf(),
+    })
 }
 
 fn serve(conn: UnixStream, tx: Sender<ControlMsg>) {

@@ -48,7 +48,10 @@ pub struct RoundRobin {
 
 impl RoundRobin {
     pub fn new(n: usize) -> Self {
-        RoundRobin { current: vec![0; n], last: 0 }
+        RoundRobin {
+            current: vec![0; n],
+            last: 0,
+        }
     }
 }
 
@@ -126,14 +129,22 @@ mod tests {
     use super::*;
 
     fn up(weight: u32) -> Candidate {
-        Candidate { state: ServerState::Up, weight, backup: false, active: 0, excluded: false }
+        Candidate {
+            state: ServerState::Up,
+            weight,
+            backup: false,
+            active: 0,
+            excluded: false,
+        }
     }
 
     #[test]
     fn smooth_weighted_sequence() {
         let s = [up(5), up(1), up(1)];
         let mut rr = RoundRobin::new(3);
-        let seq: Vec<usize> = (0..7).map(|_| pick_roundrobin(&s, &mut rr).unwrap()).collect();
+        let seq: Vec<usize> = (0..7)
+            .map(|_| pick_roundrobin(&s, &mut rr).unwrap())
+            .collect();
         assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0]);
     }
 
@@ -150,7 +161,14 @@ mod tests {
 
     #[test]
     fn skips_down_and_uses_backup_only_when_needed() {
-        let mut s = [up(1), up(1), Candidate { backup: true, ..up(1) }];
+        let mut s = [
+            up(1),
+            up(1),
+            Candidate {
+                backup: true,
+                ..up(1)
+            },
+        ];
         let mut rr = RoundRobin::new(3);
         for _ in 0..10 {
             assert_ne!(pick_roundrobin(&s, &mut rr), Some(2));
@@ -167,7 +185,14 @@ mod tests {
 
     #[test]
     fn drain_and_zero_weight_take_no_new_clients() {
-        let s = [Candidate { state: ServerState::Drain, ..up(1) }, up(0), up(1)];
+        let s = [
+            Candidate {
+                state: ServerState::Drain,
+                ..up(1)
+            },
+            up(0),
+            up(1),
+        ];
         let mut rr = RoundRobin::new(3);
         for _ in 0..5 {
             assert_eq!(pick_roundrobin(&s, &mut rr), Some(2));
@@ -177,11 +202,18 @@ mod tests {
 
     #[test]
     fn leastconn_prefers_idle() {
-        let s = [Candidate { active: 3, ..up(1) }, Candidate { active: 1, ..up(1) }, Candidate { active: 2, ..up(1) }];
+        let s = [
+            Candidate { active: 3, ..up(1) },
+            Candidate { active: 1, ..up(1) },
+            Candidate { active: 2, ..up(1) },
+        ];
         let mut rr = RoundRobin::new(3);
         assert_eq!(pick_leastconn(&s, &mut rr), Some(1));
         // Weighted: 4 active on weight 4 beats 2 active on weight 1.
-        let s = [Candidate { active: 4, ..up(4) }, Candidate { active: 2, ..up(1) }];
+        let s = [
+            Candidate { active: 4, ..up(4) },
+            Candidate { active: 2, ..up(1) },
+        ];
         assert_eq!(pick_leastconn(&s, &mut rr), Some(0));
     }
 
@@ -189,7 +221,9 @@ mod tests {
     fn leastconn_ties_rotate() {
         let s = [up(1), up(1), up(1)];
         let mut rr = RoundRobin::new(3);
-        let seq: Vec<usize> = (0..3).map(|_| pick_leastconn(&s, &mut rr).unwrap()).collect();
+        let seq: Vec<usize> = (0..3)
+            .map(|_| pick_leastconn(&s, &mut rr).unwrap())
+            .collect();
         assert_eq!(seq, vec![1, 2, 0]);
     }
 }

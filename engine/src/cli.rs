@@ -26,7 +26,11 @@ impl From<DriverArg> for DriverChoice {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "engine", about = "A thread-per-core HTTP/1.1 load balancer for Moodle", disable_version_flag = true)]
+#[command(
+    name = "engine",
+    about = "A thread-per-core HTTP/1.1 load balancer for Moodle",
+    disable_version_flag = true
+)]
 pub struct Args {
     /// Worker cores (default: all).
     #[arg(long, global = true)]
@@ -56,8 +60,13 @@ pub enum Cmd {
 }
 
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 pub fn main() -> ExitCode {
@@ -66,17 +75,27 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
                 _ => ExitCode::from(2),
             };
         }
     };
     if args.version {
-        println!("engine {} (driver: {})", env!("CARGO_PKG_VERSION"), runtime::probe_driver().as_str());
+        println!(
+            "engine {} (driver: {})",
+            env!("CARGO_PKG_VERSION"),
+            runtime::probe_driver().as_str()
+        );
         return ExitCode::SUCCESS;
     }
     init_tracing();
-    let opts = Options { cores: args.cores.unwrap_or_else(runtime::available_cores), driver: args.driver.into(), pin: true };
+    let opts = Options {
+        cores: args.cores.unwrap_or_else(runtime::available_cores),
+        driver: args.driver.into(),
+        pin: true,
+    };
     match args.cmd {
         Some(Cmd::Check) => {
             let Some(path) = args.config else {
@@ -109,15 +128,28 @@ pub fn check(path: &Path) -> ExitCode {
             for w in &l.warnings {
                 println!("{w}");
             }
-            println!("{}: configuration is valid ({} warning{})", path.display(), l.warnings.len(), if l.warnings.len() == 1 { "" } else { "s" });
+            println!(
+                "{}: configuration is valid ({} warning{})",
+                path.display(),
+                l.warnings.len(),
+                if l.warnings.len() == 1 { "" } else { "s" }
+            );
             ExitCode::SUCCESS
         }
         Err(diags) => {
             for d in &diags {
                 println!("{d}");
             }
-            let errors = diags.iter().filter(|d| d.severity == config::diag::Severity::Error).count();
-            println!("{}: configuration refused ({} error{})", path.display(), errors, if errors == 1 { "" } else { "s" });
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == config::diag::Severity::Error)
+                .count();
+            println!(
+                "{}: configuration refused ({} error{})",
+                path.display(),
+                errors,
+                if errors == 1 { "" } else { "s" }
+            );
             ExitCode::from(1)
         }
     }
@@ -131,7 +163,11 @@ fn load(path: &Path, force: bool) -> Result<config::Config, String> {
             }
             Ok(l.config)
         }
-        Err(diags) => Err(diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")),
+        Err(diags) => Err(diags
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")),
     }
 }
 
@@ -159,7 +195,11 @@ pub fn run(path: &Path, opts: Options, force: bool) -> ExitCode {
         running.stop();
         return ExitCode::from(1);
     }
-    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP, signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("engine: cannot install signal handlers: {e}");
@@ -198,7 +238,10 @@ fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), String
         }
         // SAFETY: gr checked non-null above.
         if unsafe { libc::setgid((*gr).gr_gid) } != 0 {
-            return Err(format!("cannot switch to group {g:?}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "cannot switch to group {g:?}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     if let Some(u) = user {
@@ -211,10 +254,16 @@ fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), String
         // SAFETY: pw checked non-null above.
         unsafe {
             if group.is_none() && libc::setgid((*pw).pw_gid) != 0 {
-                return Err(format!("cannot switch to the group of {u:?}: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "cannot switch to the group of {u:?}: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             if libc::setuid((*pw).pw_uid) != 0 {
-                return Err(format!("cannot switch to user {u:?}: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "cannot switch to user {u:?}: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
         }
     }

@@ -26,7 +26,11 @@ pub enum ControlMsg {
     /// A core's counters (sent about once a second).
     Report(Box<CoreReport>),
     /// A core saw a server fail.
-    Passive { generation: u64, server: usize, kind: PassiveKind },
+    Passive {
+        generation: u64,
+        server: usize,
+        kind: PassiveKind,
+    },
     /// A reloaded configuration (the cores get it from here).
     Config(Arc<Snapshot>),
     /// The data of the stats page.
@@ -117,7 +121,8 @@ pub struct CheckView {
 }
 
 pub fn new_hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 2).unwrap_or_else(|_| Histogram::new(2).expect("histogram"))
+    Histogram::new_with_bounds(1, 3_600_000_000, 2)
+        .unwrap_or_else(|_| Histogram::new(2).expect("histogram"))
 }
 
 struct State {
@@ -140,7 +145,12 @@ struct State {
 pub const PASSIVE_WINDOW: Duration = Duration::from_secs(10);
 
 impl State {
-    fn new(snap: Arc<Snapshot>, shared: Arc<Shared>, senders: Vec<Sender<Update>>, out: Arc<std::sync::Mutex<Arc<States>>>) -> State {
+    fn new(
+        snap: Arc<Snapshot>,
+        shared: Arc<Shared>,
+        senders: Vec<Sender<Update>>,
+        out: Arc<std::sync::Mutex<Arc<States>>>,
+    ) -> State {
         let n = snap.servers.len();
         let cores = shared.cores;
         let published = States::initial(&snap);
@@ -191,7 +201,11 @@ impl State {
 
     fn slowstart(&self, i: usize) -> Option<Duration> {
         let s = &self.snap.servers[i];
-        self.snap.backends[s.backend].cfg.check.as_ref().and(self.snap.backends[s.backend].slowstart)
+        self.snap.backends[s.backend]
+            .cfg
+            .check
+            .as_ref()
+            .and(self.snap.backends[s.backend].slowstart)
     }
 
     fn compute(&self) -> States {
@@ -214,7 +228,10 @@ impl State {
                 ServerStatus { state, weight }
             })
             .collect();
-        States { generation: self.snap.generation, servers }
+        States {
+            generation: self.snap.generation,
+            servers,
+        }
     }
 
     /// Publishes when anything changed.
@@ -261,7 +278,11 @@ impl State {
         let now = Instant::now();
         let q = &mut self.passive[i];
         q.push_back(now);
-        while q.front().map(|t| now.duration_since(*t) > PASSIVE_WINDOW).unwrap_or(false) {
+        while q
+            .front()
+            .map(|t| now.duration_since(*t) > PASSIVE_WINDOW)
+            .unwrap_or(false)
+        {
             q.pop_front();
         }
         if q.len() as u32 >= limit && self.health[i].force_down() {
@@ -270,13 +291,24 @@ impl State {
                 PassiveKind::ConnectFailed => "connection failures",
                 PassiveKind::Status5xx => "5xx responses",
             };
-            self.on_change(i, false, &format!("{limit} {what} seen by the cores within {}s", PASSIVE_WINDOW.as_secs()));
+            self.on_change(
+                i,
+                false,
+                &format!(
+                    "{limit} {what} seen by the cores within {}s",
+                    PASSIVE_WINDOW.as_secs()
+                ),
+            );
         }
     }
 
     fn admin(&mut self, line: &str) -> String {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let find = |st: &State, name: &str| st.snap.find_server(name).ok_or_else(|| format!("error: no server {name:?} (write it as backend/server)\n\n"));
+        let find = |st: &State, name: &str| {
+            st.snap.find_server(name).ok_or_else(|| {
+                format!("error: no server {name:?} (write it as backend/server)\n\n")
+            })
+        };
         let ok = "ok\n\n".to_string();
         match words.as_slice() {
             ["show", "servers"] => self.show_servers(),
@@ -339,7 +371,10 @@ impl State {
         let mut out = String::from("# backend/server address state weight active queued total\n");
         for b in &v.backends {
             for s in &b.servers {
-                out.push_str(&format!("{}/{} {} {} {} {} {} {}\n", b.name, s.name, s.address, s.state, s.weight, s.active, s.queued, s.total));
+                out.push_str(&format!(
+                    "{}/{} {} {} {} {} {} {}\n",
+                    b.name, s.name, s.address, s.state, s.weight, s.active, s.queued, s.total
+                ));
             }
         }
         out.push('\n');
@@ -352,14 +387,23 @@ impl State {
             env!("CARGO_PKG_VERSION"),
             self.shared.started.elapsed().as_secs(),
             self.shared.cores,
-            self.shared.driver.get().map(|d| d.as_str()).unwrap_or("io_uring"),
+            self.shared
+                .driver
+                .get()
+                .map(|d| d.as_str())
+                .unwrap_or("io_uring"),
             self.shared.conns.load(Ordering::Relaxed)
         )
     }
 
     fn view(&self) -> StatsView {
         let snap = &self.snap;
-        let reports: Vec<&CoreReport> = self.reports.iter().flatten().filter(|r| r.generation == snap.generation).collect();
+        let reports: Vec<&CoreReport> = self
+            .reports
+            .iter()
+            .flatten()
+            .filter(|r| r.generation == snap.generation)
+            .collect();
         let mut backends = Vec::new();
         for (bi, b) in snap.backends.iter().enumerate() {
             let mut servers = Vec::new();
@@ -374,7 +418,8 @@ impl State {
             for i in b.first..b.first + b.count {
                 let s = &snap.servers[i];
                 let mut h = new_hist();
-                let (mut active, mut total, mut fails, mut e5, mut queued) = (0u64, 0u64, 0u64, 0u64, 0u64);
+                let (mut active, mut total, mut fails, mut e5, mut queued) =
+                    (0u64, 0u64, 0u64, 0u64, 0u64);
                 for r in &reports {
                     if let Some(sr) = r.servers.get(i) {
                         active += sr.active as u64;
@@ -385,7 +430,15 @@ impl State {
                         let _ = h.add(&sr.hist);
                     }
                 }
-                let st = self.published.servers.get(i).copied().unwrap_or(ServerStatus { state: ServerState::Up, weight: s.weight });
+                let st = self
+                    .published
+                    .servers
+                    .get(i)
+                    .copied()
+                    .unwrap_or(ServerStatus {
+                        state: ServerState::Up,
+                        weight: s.weight,
+                    });
                 let tr = &self.health[i];
                 let check = if b.cfg.check.is_some() && s.check_enabled {
                     Some(CheckView {
@@ -399,7 +452,10 @@ impl State {
                             Some(Err(ProbeFail::Status(c))) => Some(*c),
                             _ => None,
                         },
-                        seconds_ago: tr.last_at.and_then(|t| SystemTime::now().duration_since(t).ok()).map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
+                        seconds_ago: tr
+                            .last_at
+                            .and_then(|t| SystemTime::now().duration_since(t).ok())
+                            .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
                     })
                 } else {
                     None
@@ -436,7 +492,13 @@ impl State {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_seconds: self.shared.started.elapsed().as_secs(),
             cores: self.shared.cores,
-            driver: self.shared.driver.get().map(|d| d.as_str()).unwrap_or("io_uring").into(),
+            driver: self
+                .shared
+                .driver
+                .get()
+                .map(|d| d.as_str())
+                .unwrap_or("io_uring")
+                .into(),
             connections: self.shared.conns.load(Ordering::Relaxed),
             backends,
         }
@@ -458,30 +520,49 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn start(snap: Arc<Snapshot>, shared: Arc<Shared>, senders: Vec<Sender<Update>>, tx: Sender<ControlMsg>, rx: Receiver<ControlMsg>) -> std::io::Result<Control> {
+    pub fn start(
+        snap: Arc<Snapshot>,
+        shared: Arc<Shared>,
+        senders: Vec<Sender<Update>>,
+        tx: Sender<ControlMsg>,
+        rx: Receiver<ControlMsg>,
+    ) -> std::io::Result<Control> {
         let states = Arc::new(std::sync::Mutex::new(Arc::new(States::initial(&snap))));
         let out = states.clone();
-        let thread = std::thread::Builder::new().name("engine-health".into()).spawn(move || {
-            let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build();
-            let mut rt = match rt {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("health-check thread cannot start its runtime: {e}");
-                    return;
-                }
-            };
-            rt.block_on(run(State::new(snap, shared, senders, out), rx));
-        })?;
-        Ok(Control { tx, thread: Some(thread), states })
+        let thread = std::thread::Builder::new()
+            .name("engine-health".into())
+            .spawn(move || {
+                let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                    .enable_timer()
+                    .build();
+                let mut rt = match rt {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("health-check thread cannot start its runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(run(State::new(snap, shared, senders, out), rx));
+            })?;
+        Ok(Control {
+            tx,
+            thread: Some(thread),
+            states,
+        })
     }
 
     /// Sends an admin command and waits for the answer.
     pub fn admin(&self, line: &str) -> String {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        if self.tx.send(ControlMsg::Admin(line.to_string(), tx)).is_err() {
+        if self
+            .tx
+            .send(ControlMsg::Admin(line.to_string(), tx))
+            .is_err()
+        {
             return "error: the engine is stopping\n\n".into();
         }
-        rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| "error: no answer from the health-check thread\n\n".into())
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| "error: no answer from the health-check thread\n\n".into())
     }
 
     pub fn stats(&self) -> Option<Box<StatsView>> {
@@ -518,7 +599,11 @@ async fn run(state: State, rx: Receiver<ControlMsg>) {
                         s.reports[c] = Some(*r);
                     }
                 }
-                ControlMsg::Passive { generation, server, kind } => st.borrow_mut().passive(generation, server, kind),
+                ControlMsg::Passive {
+                    generation,
+                    server,
+                    kind,
+                } => st.borrow_mut().passive(generation, server, kind),
                 ControlMsg::Config(snap) => {
                     st.borrow_mut().install(snap);
                     spawn_probes(&st);
@@ -548,7 +633,9 @@ fn spawn_probes(st: &Rc<RefCell<State>>) {
     let generation = s.snap.generation;
     for (i, srv) in s.snap.servers.iter().enumerate() {
         let be = &s.snap.backends[srv.backend];
-        let Some(check) = be.cfg.check.clone() else { continue };
+        let Some(check) = be.cfg.check.clone() else {
+            continue;
+        };
         if !srv.check_enabled {
             continue;
         }

@@ -17,7 +17,10 @@ fn port(want: u16) -> u16 {
             return p;
         }
     }
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// The demo configuration for origins at `nodes` (the last one the backup).
@@ -76,9 +79,19 @@ interval = "2s"
     );
     for (i, a) in nodes.iter().enumerate() {
         let backup = i + 1 == nodes.len() && nodes.len() > 1;
-        let name = if backup { "moodle_app_backup".to_string() } else { format!("moodle_app_{}", i + 1) };
-        let cookie = if backup { "s_b".to_string() } else { format!("s{}", i + 1) };
-        s.push_str(&format!("\n[[backend.server]]\nname = \"{name}\"\naddress = \"{a}\"\ncookie = \"{cookie}\"\n"));
+        let name = if backup {
+            "moodle_app_backup".to_string()
+        } else {
+            format!("moodle_app_{}", i + 1)
+        };
+        let cookie = if backup {
+            "s_b".to_string()
+        } else {
+            format!("s{}", i + 1)
+        };
+        s.push_str(&format!(
+            "\n[[backend.server]]\nname = \"{name}\"\naddress = \"{a}\"\ncookie = \"{cookie}\"\n"
+        ));
         if backup {
             s.push_str("backup = true\n");
         }
@@ -89,29 +102,66 @@ interval = "2s"
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("engine-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).context("creating the demo folder")?;
-    let cert = tools::certs::write_combined(&dir, "demo.pem", &["localhost", "127.0.0.1", "moodle.example.edu"]);
-    let names = ["moodle_app_1", "moodle_app_2", "moodle_app_3", "moodle_app_backup"];
-    let origins: Vec<Origin> = names.iter().map(|n| Origin::start(n)).collect::<Result<_, _>>().context("starting the demo origins")?;
+    let cert = tools::certs::write_combined(
+        &dir,
+        "demo.pem",
+        &["localhost", "127.0.0.1", "moodle.example.edu"],
+    );
+    let names = [
+        "moodle_app_1",
+        "moodle_app_2",
+        "moodle_app_3",
+        "moodle_app_backup",
+    ];
+    let origins: Vec<Origin> = names
+        .iter()
+        .map(|n| Origin::start(n))
+        .collect::<Result<_, _>>()
+        .context("starting the demo origins")?;
     let addrs: Vec<SocketAddr> = origins.iter().map(|o| o.addr()).collect();
     let (http, https, plain) = (port(8080), port(8443), port(8081));
     let text = config_text(&addrs, http, https, plain, &cert);
     let path = dir.join("lb.toml");
     std::fs::write(&path, &text).context("writing the demo configuration")?;
-    let cfg = config::load_str(&text, &path).map_err(|d| anyhow::anyhow!(d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")))?.config;
+    let cfg = config::load_str(&text, &path)
+        .map_err(|d| {
+            anyhow::anyhow!(d
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"))
+        })?
+        .config;
     let running = crate::runtime::start(cfg, opts)?;
-    println!("engine demo: {} cores, driver {}", running.cores(), running.driver().as_str());
-    println!("  origins:   {}", origins.iter().map(|o| format!("{}={}", o.name(), o.addr())).collect::<Vec<_>>().join(" "));
+    println!(
+        "engine demo: {} cores, driver {}",
+        running.cores(),
+        running.driver().as_str()
+    );
+    println!(
+        "  origins:   {}",
+        origins
+            .iter()
+            .map(|o| format!("{}={}", o.name(), o.addr()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!("  config:    {}", path.display());
     println!();
     println!("Try:");
     println!("  http://127.0.0.1:{http}/login/index.php      (redirects to HTTPS)");
     println!("  https://localhost:{https}/login/index.php    (self-signed: curl -k)");
     println!("  http://127.0.0.1:{plain}/login/index.php     (plain HTTP, no redirect)");
-    println!("  curl -k -c jar -b jar -d username=alice https://localhost:{https}/login/index.php -L");
+    println!(
+        "  curl -k -c jar -b jar -d username=alice https://localhost:{https}/login/index.php -L"
+    );
     println!("  curl -s http://127.0.0.1:{plain}/download?size=1048576 | wc -c");
     println!();
     println!("Ctrl-C stops.");
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     let _ = signals.forever().next();
     running.stop();
     drop(origins);

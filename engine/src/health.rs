@@ -95,10 +95,16 @@ async fn probe_inner(addr: SocketAddr, check: &Check) -> Result<u16, ProbeFail> 
     let _ = s.set_nodelay(true);
     let (r, _) = s.write_all(request_bytes(check, addr)).await;
     r.map_err(|e| ProbeFail::Connect(e.to_string()))?;
-    let limits = HeadLimits { max_head_bytes: 64 * 1024, max_target_bytes: 8192, max_headers: 200 };
+    let limits = HeadLimits {
+        max_head_bytes: 64 * 1024,
+        max_target_bytes: 8192,
+        max_headers: 200,
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let head = loop {
-        if let Some(h) = parse_response(&buf, check.method == "HEAD", &limits).map_err(|_| ProbeFail::BadResponse)? {
+        if let Some(h) = parse_response(&buf, check.method == "HEAD", &limits)
+            .map_err(|_| ProbeFail::BadResponse)?
+        {
             if (100..200).contains(&h.status) {
                 buf.drain(..h.head_len);
                 continue;
@@ -122,7 +128,11 @@ async fn probe_inner(addr: SocketAddr, check: &Check) -> Result<u16, ProbeFail> 
     let status = head.status;
     let status_ok = check.expect_status.contains(status);
     let Some(needle) = check.expect_string.as_ref().map(|s| s.as_bytes().to_vec()) else {
-        return if status_ok { Ok(status) } else { Err(ProbeFail::Status(status)) };
+        return if status_ok {
+            Ok(status)
+        } else {
+            Err(ProbeFail::Status(status))
+        };
     };
     if !status_ok {
         return Err(ProbeFail::Status(status));
@@ -172,7 +182,9 @@ async fn probe_inner(addr: SocketAddr, check: &Check) -> Result<u16, ProbeFail> 
             return Err(ProbeFail::StringMissing);
         }
         rest.clear();
-        let (r, b) = s.read(std::mem::take(&mut rest).slice_mut(0..16 * 1024)).await;
+        let (r, b) = s
+            .read(std::mem::take(&mut rest).slice_mut(0..16 * 1024))
+            .await;
         rest = b.into_inner();
         match r {
             Ok(0) | Err(_) => return Err(ProbeFail::StringMissing),
@@ -197,7 +209,14 @@ pub struct Tracker {
 
 impl Default for Tracker {
     fn default() -> Self {
-        Tracker { up: true, passes: 0, fails: 0, last: None, last_at: None, last_change: None }
+        Tracker {
+            up: true,
+            passes: 0,
+            fails: 0,
+            last: None,
+            last_at: None,
+            last_change: None,
+        }
     }
 }
 

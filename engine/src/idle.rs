@@ -50,7 +50,12 @@ impl Default for IdleSet {
 
 impl IdleSet {
     pub fn new() -> Self {
-        IdleSet { entries: RefCell::new(Vec::new()), free: RefCell::new(Vec::new()), now: Cell::new(0), stopping: Cell::new(false) }
+        IdleSet {
+            entries: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            now: Cell::new(0),
+            stopping: Cell::new(false),
+        }
     }
 
     /// Registers a wait: demoted after `demote_ticks` (0: never), expired after
@@ -63,9 +68,17 @@ impl IdleSet {
             canceller: Some(canceller),
             waker: None,
             since: now,
-            demote_at: if demote_ticks == 0 { u64::MAX } else { now + demote_ticks },
+            demote_at: if demote_ticks == 0 {
+                u64::MAX
+            } else {
+                now + demote_ticks
+            },
             expire_at: now + expire_ticks.max(1),
-            wake: if self.stopping.get() { Wake::Stop } else { Wake::Pending },
+            wake: if self.stopping.get() {
+                Wake::Stop
+            } else {
+                Wake::Pending
+            },
         };
         let mut entries = self.entries.borrow_mut();
         let key = match self.free.borrow_mut().pop() {
@@ -84,18 +97,33 @@ impl IdleSet {
     /// Ends a wait; says whether the sweep cancelled it and why.
     pub fn remove(&self, key: usize) -> Wake {
         let mut entries = self.entries.borrow_mut();
-        let w = entries.get_mut(key).and_then(|e| e.take()).map(|e| e.wake).unwrap_or(Wake::Pending);
+        let w = entries
+            .get_mut(key)
+            .and_then(|e| e.take())
+            .map(|e| e.wake)
+            .unwrap_or(Wake::Pending);
         self.free.borrow_mut().push(key);
         w
     }
 
     pub fn wake_of(&self, key: usize) -> Wake {
-        self.entries.borrow().get(key).and_then(|e| e.as_ref()).map(|e| e.wake).unwrap_or(Wake::Pending)
+        self.entries
+            .borrow()
+            .get(key)
+            .and_then(|e| e.as_ref())
+            .map(|e| e.wake)
+            .unwrap_or(Wake::Pending)
     }
 
     /// Ticks elapsed since the wait began.
     pub fn age(&self, key: usize) -> u64 {
-        let since = self.entries.borrow().get(key).and_then(|e| e.as_ref()).map(|e| e.since).unwrap_or(0);
+        let since = self
+            .entries
+            .borrow()
+            .get(key)
+            .and_then(|e| e.as_ref())
+            .map(|e| e.since)
+            .unwrap_or(0);
         self.now.get().saturating_sub(since)
     }
 

@@ -48,7 +48,10 @@ pub enum EngineError {
     #[error("frontend {0:?}: {1}")]
     Tls(String, tls::TlsError),
     #[error("cannot listen on {addr}: {err}")]
-    Bind { addr: std::net::SocketAddr, err: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        err: std::io::Error,
+    },
     #[error("io_uring was asked for but the kernel refused it: {0}")]
     UringRefused(std::io::Error),
     #[error("cannot start the I/O driver: {0}")]
@@ -58,7 +61,10 @@ pub enum EngineError {
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
     #[error("cannot open the admin socket {path}: {err}")]
-    Admin { path: std::path::PathBuf, err: std::io::Error },
+    Admin {
+        path: std::path::PathBuf,
+        err: std::io::Error,
+    },
     #[error("reload refused: {0}")]
     Reload(String),
 }

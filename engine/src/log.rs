@@ -83,23 +83,54 @@ const FLUSH_AT: usize = 32 * 1024;
 
 impl AccessLog {
     pub fn new(sink: Sink, format: LogFormat, dontlognull: bool) -> Self {
-        let cap = if sink_kind(&sink) == 0 { 0 } else { FLUSH_AT + 4096 };
-        AccessLog { sink, format, dontlognull, buf: Vec::with_capacity(cap), date_sec: u64::MAX, date: String::new() }
+        let cap = if sink_kind(&sink) == 0 {
+            0
+        } else {
+            FLUSH_AT + 4096
+        };
+        AccessLog {
+            sink,
+            format,
+            dontlognull,
+            buf: Vec::with_capacity(cap),
+            date_sec: u64::MAX,
+            date: String::new(),
+        }
     }
 
     pub fn enabled(&self) -> bool {
         !matches!(self.sink, Sink::Off)
     }
 
-    pub fn push(&mut self, r: &Record, frontends: &[crate::snapshot::FrontendRt], backends: &[crate::snapshot::BackendRt], servers: &[crate::snapshot::ServerRt]) {
+    pub fn push(
+        &mut self,
+        r: &Record,
+        frontends: &[crate::snapshot::FrontendRt],
+        backends: &[crate::snapshot::BackendRt],
+        servers: &[crate::snapshot::ServerRt],
+    ) {
         if !self.enabled() {
             return;
         }
-        let fe = frontends.get(r.frontend_idx).map(|f| f.name.as_str()).unwrap_or("-");
-        let be = r.backend.and_then(|b| backends.get(b)).map(|b| b.name.as_str()).unwrap_or("<NOSRV>");
-        let sv = r.server.and_then(|s| servers.get(s)).map(|s| s.name.as_str()).unwrap_or("<NOSRV>");
+        let fe = frontends
+            .get(r.frontend_idx)
+            .map(|f| f.name.as_str())
+            .unwrap_or("-");
+        let be = r
+            .backend
+            .and_then(|b| backends.get(b))
+            .map(|b| b.name.as_str())
+            .unwrap_or("<NOSRV>");
+        let sv = r
+            .server
+            .and_then(|s| servers.get(s))
+            .map(|s| s.name.as_str())
+            .unwrap_or("<NOSRV>");
         let be = if r.backend.is_none() { fe } else { be };
-        let since = r.start.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let since = r
+            .start
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         if since.as_secs() != self.date_sec {
             self.date_sec = since.as_secs();
             self.date = format_date(self.date_sec);
@@ -112,7 +143,22 @@ impl AccessLog {
                 let _ = writeln!(
                     self.buf,
                     "{} [{}.{:03}] {} {}/{} {}/{}/{}/{}/{} {} {} {} {} \"{}\"",
-                    r.client, self.date, ms, fe, be, sv, r.tq, r.tw, r.tc, r.tr, r.tt, r.status, r.bytes, cookie, term, escape_line(&r.request)
+                    r.client,
+                    self.date,
+                    ms,
+                    fe,
+                    be,
+                    sv,
+                    r.tq,
+                    r.tw,
+                    r.tc,
+                    r.tr,
+                    r.tt,
+                    r.status,
+                    r.bytes,
+                    cookie,
+                    term,
+                    escape_line(&r.request)
                 );
             }
             LogFormat::Json => {
@@ -203,7 +249,9 @@ fn write_lines(fd: i32, mut buf: &[u8]) {
 }
 
 fn escape_line(s: &str) -> String {
-    if s.bytes().all(|c| c != b'"' && c != b'\\' && (0x20..0x7f).contains(&c)) {
+    if s.bytes()
+        .all(|c| c != b'"' && c != b'\\' && (0x20..0x7f).contains(&c))
+    {
         return s.to_string();
     }
     let mut o = String::new();
@@ -211,7 +259,9 @@ fn escape_line(s: &str) -> String {
         match c {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => o.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                o.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => o.push(c),
         }
     }
@@ -223,8 +273,18 @@ pub fn format_date(secs: u64) -> String {
     let days = secs / 86400;
     let rem = secs % 86400;
     let (y, m, d) = civil_from_days(days as i64);
-    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!("{:02}/{}/{}:{:02}:{:02}:{:02}", d, MON[(m - 1) as usize], y, rem / 3600, rem % 3600 / 60, rem % 60)
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02}",
+        d,
+        MON[(m - 1) as usize],
+        y,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Howard Hinnant's days-to-civil.

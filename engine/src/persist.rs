@@ -36,7 +36,11 @@ pub enum Sticky {
 /// removed; in prefix mode the `<server>~` prefix of the application's cookie is removed.
 /// Returns the server cookie value found and the rewritten header (None: drop the
 /// header, it held only our cookie).
-pub fn rewrite_request_cookie(v: &[u8], c: &Cookie, app_cookie: &str) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+pub fn rewrite_request_cookie(
+    v: &[u8],
+    c: &Cookie,
+    app_cookie: &str,
+) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let mut found = None;
     let mut out: Vec<u8> = Vec::with_capacity(v.len());
     let mut changed = false;
@@ -51,7 +55,9 @@ pub fn rewrite_request_cookie(v: &[u8], c: &Cookie, app_cookie: &str) -> (Option
                     continue;
                 }
             }
-            CookieMode::Prefix if n == c.name.as_bytes() || (c.name.is_empty() && n == app_cookie.as_bytes()) => {
+            CookieMode::Prefix
+                if n == c.name.as_bytes() || (c.name.is_empty() && n == app_cookie.as_bytes()) =>
+            {
                 if let Some(p) = val.iter().position(|&x| x == b'~') {
                     if found.is_none() {
                         found = Some(val[..p].to_vec());
@@ -118,7 +124,10 @@ pub fn set_cookie_line(c: &Cookie, value: &str, out: &mut Vec<u8>) {
 
 /// The cookie name a Set-Cookie header value sets.
 pub fn set_cookie_name(v: &[u8]) -> &[u8] {
-    let end = v.iter().position(|&c| c == b'=' || c == b';').unwrap_or(v.len());
+    let end = v
+        .iter()
+        .position(|&c| c == b'=' || c == b';')
+        .unwrap_or(v.len());
     trim(&v[..end])
 }
 
@@ -175,7 +184,10 @@ pub struct Codec {
 
 impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Codec").field("signed", &self.key.is_some()).field("tags", &self.tags.len()).finish()
+        f.debug_struct("Codec")
+            .field("signed", &self.key.is_some())
+            .field("tags", &self.tags.len())
+            .finish()
     }
 }
 
@@ -198,15 +210,25 @@ fn hexs(b: &[u8]) -> String {
 
 impl Codec {
     pub fn new(c: &Cookie, server_cookies: &[String]) -> Codec {
-        let key = c.key.as_ref().map(|k| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k.as_bytes()));
+        let key = c
+            .key
+            .as_ref()
+            .map(|k| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k.as_bytes()));
         let tags = server_cookies
             .iter()
             .map(|sc| match &key {
-                Some(k) => hexs(&aws_lc_rs::hmac::sign(k, format!("server:{sc}").as_bytes()).as_ref()[..8]),
+                Some(k) => {
+                    hexs(&aws_lc_rs::hmac::sign(k, format!("server:{sc}").as_bytes()).as_ref()[..8])
+                }
                 None => sc.clone(),
             })
             .collect();
-        Codec { key, maxidle: c.maxidle.map(|d| d.as_secs().max(1)), maxlife: c.maxlife.map(|d| d.as_secs().max(1)), tags }
+        Codec {
+            key,
+            maxidle: c.maxidle.map(|d| d.as_secs().max(1)),
+            maxlife: c.maxlife.map(|d| d.as_secs().max(1)),
+            tags,
+        }
     }
 
     fn dated(&self) -> bool {
@@ -239,7 +261,16 @@ impl Codec {
     pub fn decode(&self, v: &[u8], now: u64) -> Result<Valid, Refused> {
         let v = std::str::from_utf8(v).map_err(|_| Refused::Invalid)?;
         if !self.dated() {
-            return self.tags.iter().position(|t| t == v).map(|server| Valid { server, issued: 0, seen: 0 }).ok_or(Refused::Invalid);
+            return self
+                .tags
+                .iter()
+                .position(|t| t == v)
+                .map(|server| Valid {
+                    server,
+                    issued: 0,
+                    seen: 0,
+                })
+                .ok_or(Refused::Invalid);
         }
         let parts: Vec<&str> = v.split('.').collect();
         let (tag, issued, seen) = match (self.key.is_some(), parts.as_slice()) {
@@ -247,7 +278,13 @@ impl Codec {
                 let body = format!("{tag}.{i}.{s}");
                 let want = self.mac(&body);
                 // Constant-time comparison of the MACs.
-                if want.len() != mac.len() || want.bytes().zip(mac.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+                if want.len() != mac.len()
+                    || want
+                        .bytes()
+                        .zip(mac.bytes())
+                        .fold(0u8, |a, (x, y)| a | (x ^ y))
+                        != 0
+                {
                     return Err(Refused::Invalid);
                 }
                 (*tag, *i, *s)
@@ -257,7 +294,11 @@ impl Codec {
         };
         let issued = u64::from_str_radix(issued, 36).map_err(|_| Refused::Invalid)?;
         let seen = u64::from_str_radix(seen, 36).map_err(|_| Refused::Invalid)?;
-        let server = self.tags.iter().position(|t| t == tag).ok_or(Refused::Invalid)?;
+        let server = self
+            .tags
+            .iter()
+            .position(|t| t == tag)
+            .ok_or(Refused::Invalid)?;
         if let Some(life) = self.maxlife {
             if now.saturating_sub(issued) > life {
                 return Err(Refused::Expired);
@@ -268,7 +309,11 @@ impl Codec {
                 return Err(Refused::Expired);
             }
         }
-        Ok(Valid { server, issued, seen })
+        Ok(Valid {
+            server,
+            issued,
+            seen,
+        })
     }
 
     /// Whether a valid dated cookie should be sent again with a fresh last-seen date.
@@ -281,7 +326,10 @@ impl Codec {
 }
 
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -290,7 +338,11 @@ mod tests {
 
     fn cookie(mode: CookieMode) -> Cookie {
         Cookie {
-            name: if mode == CookieMode::Insert { "SERVERID".into() } else { "MoodleSession".into() },
+            name: if mode == CookieMode::Insert {
+                "SERVERID".into()
+            } else {
+                "MoodleSession".into()
+            },
             mode,
             indirect: true,
             nocache: true,
@@ -307,7 +359,8 @@ mod tests {
     #[test]
     fn finds_and_strips_insert_cookie() {
         let c = cookie(CookieMode::Insert);
-        let (f, h) = rewrite_request_cookie(b"a=1; SERVERID=s2; MoodleSession=xyz", &c, "MoodleSession");
+        let (f, h) =
+            rewrite_request_cookie(b"a=1; SERVERID=s2; MoodleSession=xyz", &c, "MoodleSession");
         assert_eq!(f.as_deref(), Some(&b"s2"[..]));
         assert_eq!(h.as_deref(), Some(&b"a=1; MoodleSession=xyz"[..]));
         let (f, h) = rewrite_request_cookie(b"SERVERID=s1", &c, "MoodleSession");
@@ -324,7 +377,10 @@ mod tests {
         let (f, h) = rewrite_request_cookie(b"MoodleSession=s3~abc; x=1", &c, "MoodleSession");
         assert_eq!(f.as_deref(), Some(&b"s3"[..]));
         assert_eq!(h.as_deref(), Some(&b"MoodleSession=abc; x=1"[..]));
-        assert_eq!(prefix_set_cookie(b"MoodleSession=abc; path=/; HttpOnly", "s3"), b"MoodleSession=s3~abc; path=/; HttpOnly");
+        assert_eq!(
+            prefix_set_cookie(b"MoodleSession=abc; path=/; HttpOnly", "s3"),
+            b"MoodleSession=s3~abc; path=/; HttpOnly"
+        );
     }
 
     #[test]
@@ -348,12 +404,19 @@ mod tests {
         assert_eq!(k.decode(v.as_bytes(), 1100).map(|v| v.server), Ok(0));
         // Another server's tag with this MAC: refused.
         let other = k.encode(1, 1000, 1000);
-        let forged = format!("{}.{}", other.split('.').next().unwrap(), v.split_once('.').unwrap().1);
+        let forged = format!(
+            "{}.{}",
+            other.split('.').next().unwrap(),
+            v.split_once('.').unwrap().1
+        );
         assert_eq!(k.decode(forged.as_bytes(), 1100), Err(Refused::Invalid));
         // Tampered dates: refused.
         let mut parts: Vec<String> = v.split('.').map(String::from).collect();
         parts[2] = "zz".into();
-        assert_eq!(k.decode(parts.join(".").as_bytes(), 1100), Err(Refused::Invalid));
+        assert_eq!(
+            k.decode(parts.join(".").as_bytes(), 1100),
+            Err(Refused::Invalid)
+        );
         // Idle and life.
         assert_eq!(k.decode(v.as_bytes(), 1000 + 601), Err(Refused::Expired));
         let old = k.encode(0, 1000, 4500);
@@ -370,7 +433,10 @@ mod tests {
         let c = cookie(CookieMode::Insert);
         let mut out = Vec::new();
         set_cookie_line(&c, "s1", &mut out);
-        assert_eq!(out, b"Set-Cookie: SERVERID=s1; Path=/; HttpOnly; Secure; SameSite=Lax\r\n");
+        assert_eq!(
+            out,
+            b"Set-Cookie: SERVERID=s1; Path=/; HttpOnly; Secure; SameSite=Lax\r\n"
+        );
         assert_eq!(set_cookie_name(b"SERVERID=x; Path=/"), b"SERVERID");
     }
 }

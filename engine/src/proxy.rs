@@ -14,12 +14,16 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Splitable};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Splitable,
+};
 use monoio::net::TcpStream;
 
 use crate::balance::{self, Candidate};
 use crate::http::chunked::{chunk_header, ChunkedDecoder};
-use crate::http::head::{eq_ic, parse_request, parse_response, BodyLen, Method, RequestHead, ResponseHead};
+use crate::http::head::{
+    eq_ic, parse_request, parse_response, BodyLen, Method, RequestHead, ResponseHead,
+};
 use crate::http::{error_response, push_u64, simple_response};
 use crate::idle::Wake;
 use crate::log::Record;
@@ -39,7 +43,12 @@ enum Next {
 /// A client stream: plain TCP or TLS.
 pub trait ClientIo: AsyncReadRent + AsyncWriteRent + monoio::io::Split + 'static {
     /// Waits for the next request's first bytes while idle; see [`crate::idle`].
-    fn idle_read(&mut self, w: &Worker, buf: Vec<u8>, expire_ticks: u64) -> impl Future<Output = Idle>;
+    fn idle_read(
+        &mut self,
+        w: &Worker,
+        buf: Vec<u8>,
+        expire_ticks: u64,
+    ) -> impl Future<Output = Idle>;
 }
 
 pub enum Idle {
@@ -52,7 +61,11 @@ pub enum Idle {
 
 impl ClientIo for TcpStream {
     async fn idle_read(&mut self, w: &Worker, buf: Vec<u8>, expire_ticks: u64) -> Idle {
-        let buf = if buf.capacity() == 0 { w.get_buf() } else { buf };
+        let buf = if buf.capacity() == 0 {
+            w.get_buf()
+        } else {
+            buf
+        };
         let (key, h) = w.idle.register(HOLD_TICKS, expire_ticks);
         let (r, buf) = self.cancelable_read(buf, h).await;
         let age = w.idle.age(key);
@@ -97,7 +110,11 @@ impl ClientIo for TcpStream {
 
 impl ClientIo for monoio_rustls::ServerTlsStream<TcpStream> {
     async fn idle_read(&mut self, w: &Worker, buf: Vec<u8>, expire_ticks: u64) -> Idle {
-        let buf = if buf.capacity() == 0 { w.get_buf() } else { buf };
+        let buf = if buf.capacity() == 0 {
+            w.get_buf()
+        } else {
+            buf
+        };
         let (key, _h) = w.idle.register(0, expire_ticks);
         let len = buf.len();
         let woken = w.idle.woken(key);
@@ -167,25 +184,38 @@ async fn read_into<R: AsyncReadRent>(r: &mut R, cb: &mut ClientBuf) -> io::Resul
     res
 }
 
-async fn write_vec<W: AsyncWriteRent>(wr: &mut W, buf: Vec<u8>, t: Duration) -> (io::Result<()>, Vec<u8>) {
+async fn write_vec<W: AsyncWriteRent>(
+    wr: &mut W,
+    buf: Vec<u8>,
+    t: Duration,
+) -> (io::Result<()>, Vec<u8>) {
     match monoio::time::timeout(t, wr.write_all(buf)).await {
         Ok((Ok(_), b)) => (Ok(()), b),
         Ok((Err(e), b)) => (Err(e), b),
-        Err(_) => (Err(io::Error::new(io::ErrorKind::TimedOut, "write timeout")), Vec::new()),
+        Err(_) => (
+            Err(io::Error::new(io::ErrorKind::TimedOut, "write timeout")),
+            Vec::new(),
+        ),
     }
 }
 
 /// Entry point for an accepted connection: TLS handshake where the frontend has TLS.
 pub async fn serve_accepted(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr) {
     let snap = w.snapshot();
-    let Some(front) = snap.frontends.get(fe) else { return };
+    let Some(front) = snap.frontends.get(fe) else {
+        return;
+    };
     if let Some(t) = &front.tls {
         let acceptor = w.tls.borrow().get(fe).cloned().flatten();
         let Some(acc) = acceptor else { return };
         match monoio::time::timeout(t.handshake_timeout, acc.accept(stream)).await {
             Ok(Ok(tls)) => serve(w, fe, tls, peer, true).await,
-            Ok(Err(e)) => tracing::info!(client = %peer, frontend = %front.name, "TLS handshake failed: {e}"),
-            Err(_) => tracing::info!(client = %peer, frontend = %front.name, "TLS handshake timed out"),
+            Ok(Err(e)) => {
+                tracing::info!(client = %peer, frontend = %front.name, "TLS handshake failed: {e}")
+            }
+            Err(_) => {
+                tracing::info!(client = %peer, frontend = %front.name, "TLS handshake timed out")
+            }
         }
     } else {
         serve(w, fe, stream, peer, false).await
@@ -194,12 +224,17 @@ pub async fn serve_accepted(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: S
 
 /// Serves one client connection to its end.
 pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: SocketAddr, tls: bool) {
-    let mut cb = ClientBuf { v: Vec::new(), start: 0 };
+    let mut cb = ClientBuf {
+        v: Vec::new(),
+        start: 0,
+    };
     let mut first = true;
     loop {
         w.refresh();
         let snap = w.snapshot();
-        let Some(front) = snap.frontends.get(fe) else { return };
+        let Some(front) = snap.frontends.get(fe) else {
+            return;
+        };
         let t = front.cfg.timeouts;
         // READ HEAD: wait (buffer-less when idle long), then read until the head parses.
         let wall = SystemTime::now();
@@ -218,7 +253,17 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
                         // Nothing arrived within timeout_http_request.
                         let _ = write_vec(&mut io, error_response(408, true), t.client).await;
                         if !w.log.borrow().dontlognull {
-                            log_simple(&w, &snap, fe, peer, wall, started, 408, "cR", String::new());
+                            log_simple(
+                                &w,
+                                &snap,
+                                fe,
+                                peer,
+                                wall,
+                                started,
+                                408,
+                                "cR",
+                                String::new(),
+                            );
                         }
                     }
                     return;
@@ -265,14 +310,26 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
                 let status = e.status();
                 tracing::debug!(client = %peer, "refused request: {e}");
                 let _ = write_vec(&mut io, error_response(status, true), t.client).await;
-                log_simple(&w, &snap, fe, peer, wall, started, status, "PR", String::new());
+                log_simple(
+                    &w,
+                    &snap,
+                    fe,
+                    peer,
+                    wall,
+                    started,
+                    status,
+                    "PR",
+                    String::new(),
+                );
                 cb.release(&w);
                 linger(&mut io).await;
                 return;
             }
         };
         let tq = started.elapsed();
-        let ex = Box::pin(exchange(&w, &snap, fe, &mut io, &mut cb, peer, head, wall, started, tq, tls));
+        let ex = Box::pin(exchange(
+            &w, &snap, fe, &mut io, &mut cb, peer, head, wall, started, tq, tls,
+        ));
         match ex.await {
             Next::KeepAlive => {
                 if w.stopping.get() {
@@ -303,7 +360,9 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
 }
 
 fn ticks_for(d: Duration) -> u64 {
-    (d.as_millis() as u64).div_ceil(TICK.as_millis() as u64).max(1)
+    (d.as_millis() as u64)
+        .div_ceil(TICK.as_millis() as u64)
+        .max(1)
 }
 
 async fn linger<S: ClientIo>(io: &mut S) {
@@ -325,7 +384,17 @@ async fn linger<S: ClientIo>(io: &mut S) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn log_simple(w: &Worker, snap: &Snapshot, fe: usize, peer: SocketAddr, wall: SystemTime, started: Instant, status: u16, term: &str, request: String) {
+fn log_simple(
+    w: &Worker,
+    snap: &Snapshot,
+    fe: usize,
+    peer: SocketAddr,
+    wall: SystemTime,
+    started: Instant,
+    status: u16,
+    term: &str,
+    request: String,
+) {
     let tt = started.elapsed().as_millis() as i64;
     let rec = Record {
         client: peer,
@@ -342,9 +411,15 @@ fn log_simple(w: &Worker, snap: &Snapshot, fe: usize, peer: SocketAddr, wall: Sy
         bytes: 0,
         cookie: *b"--",
         term: [term.as_bytes()[0], term.as_bytes()[1]],
-        request: if request.is_empty() { "<BADREQ>".into() } else { request },
+        request: if request.is_empty() {
+            "<BADREQ>".into()
+        } else {
+            request
+        },
     };
-    w.log.borrow_mut().push(&rec, &snap.frontends, &snap.backends, &snap.servers);
+    w.log
+        .borrow_mut()
+        .push(&rec, &snap.frontends, &snap.backends, &snap.servers);
 }
 
 /// A failure on the request path: which side, what the client gets, how the log names it.
@@ -392,7 +467,10 @@ impl Ctx<'_> {
         self.rec.term = *term;
         self.rec.tt = started.elapsed().as_millis() as i64;
         let snap = self.snap;
-        self.w.log.borrow_mut().push(&self.rec, &snap.frontends, &snap.backends, &snap.servers);
+        self.w
+            .log
+            .borrow_mut()
+            .push(&self.rec, &snap.frontends, &snap.backends, &snap.servers);
     }
 }
 
@@ -427,7 +505,11 @@ fn build_request_head(
             continue;
         }
         if let (Some(c), true) = (cookie_cfg, eq_ic(name, b"cookie")) {
-            let (found, rewritten) = persist::rewrite_request_cookie(f.value(buf), c, &be.map(|b| b.app_cookie.as_str()).unwrap_or(""));
+            let (found, rewritten) = persist::rewrite_request_cookie(
+                f.value(buf),
+                c,
+                be.map(|b| b.app_cookie.as_str()).unwrap_or(""),
+            );
             if sticky.is_none() {
                 sticky = found;
             }
@@ -511,7 +593,11 @@ async fn exchange<S: ClientIo>(
     let fe = &snap.frontends[fe_idx];
     let t = fe.cfg.timeouts;
     let logging = w.log.borrow().enabled();
-    let request_line = if logging { req.request_line(cb.data()) } else { String::new() };
+    let request_line = if logging {
+        req.request_line(cb.data())
+    } else {
+        String::new()
+    };
     let mut cx = Ctx {
         w,
         snap,
@@ -541,10 +627,16 @@ async fn exchange<S: ClientIo>(
     // ROUTE: redirect to HTTPS unless the path is an exception.
     if let Some(r) = &fe.cfg.redirect_https {
         let target = req.target(cb.data());
-        let excepted = r.except_prefixes.iter().any(|p| target.starts_with(p.as_bytes()));
+        let excepted = r
+            .except_prefixes
+            .iter()
+            .any(|p| target.starts_with(p.as_bytes()));
         if !excepted || fe.backend.is_none() {
             let (status, resp) = match redirect_location(cb.data(), &req, &fe.redirect_port) {
-                Some(loc) => (r.code, simple_response(r.code, &[("Location", &loc)], "", has_body || !client_ka)),
+                Some(loc) => (
+                    r.code,
+                    simple_response(r.code, &[("Location", &loc)], "", has_body || !client_ka),
+                ),
                 None => (400, error_response(400, true)),
             };
             cb.consume(req.head_len);
@@ -554,7 +646,11 @@ async fn exchange<S: ClientIo>(
             cx.rec.backend = None;
             cx.rec.bytes = n;
             cx.log(status, if res.is_ok() { b"--" } else { b"CD" }, started);
-            return if res.is_err() || close { Next::Close } else { Next::KeepAlive };
+            return if res.is_err() || close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            };
         }
     }
     let Some(be_idx) = fe.backend else {
@@ -598,7 +694,14 @@ async fn exchange<S: ClientIo>(
     if let (Some(c), Some(v)) = (cookie_cfg, sticky.as_ref()) {
         let found = match (c.mode, be.codec.as_ref()) {
             (config::CookieMode::Insert, Some(codec)) => codec.decode(v, now_s),
-            _ => (0..be.count).find(|&k| snap.servers[be.first + k].cookie.as_bytes() == v.as_slice()).map(|server| persist::Valid { server, issued: 0, seen: 0 }).ok_or(persist::Refused::Invalid),
+            _ => (0..be.count)
+                .find(|&k| snap.servers[be.first + k].cookie.as_bytes() == v.as_slice())
+                .map(|server| persist::Valid {
+                    server,
+                    issued: 0,
+                    seen: 0,
+                })
+                .ok_or(persist::Refused::Invalid),
         };
         match found {
             Ok(valid) => {
@@ -647,7 +750,10 @@ async fn exchange<S: ClientIo>(
             }
             Acquired::QueueTimeout => {
                 w.put_buf(out);
-                let resp = be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true));
+                let resp = be
+                    .errorfile_503
+                    .clone()
+                    .unwrap_or_else(|| error_response(503, true));
                 cx.rec.bytes = resp.len() as u64;
                 let _ = write_vec(io, resp, t.client).await;
                 cx.rec.tw = t_queue.elapsed().as_millis() as i64;
@@ -656,7 +762,10 @@ async fn exchange<S: ClientIo>(
             }
             Acquired::Nothing => {
                 w.put_buf(out);
-                let resp = be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true));
+                let resp = be
+                    .errorfile_503
+                    .clone()
+                    .unwrap_or_else(|| error_response(503, true));
                 cx.rec.bytes = resp.len() as u64;
                 let _ = write_vec(io, resp, t.client).await;
                 cx.log(503, b"SC", started);
@@ -668,7 +777,15 @@ async fn exchange<S: ClientIo>(
             t_connect = Instant::now();
         }
         cx.rec.server = Some(sid);
-        match connect(w, snap, sid, bt.connect, method.is_idempotent() && !has_body).await {
+        match connect(
+            w,
+            snap,
+            sid,
+            bt.connect,
+            method.is_idempotent() && !has_body,
+        )
+        .await
+        {
             Ok((s, reused)) => break (s, sid, reused),
             Err(e) => {
                 release(snap, sid);
@@ -688,7 +805,10 @@ async fn exchange<S: ClientIo>(
                 attempts += 1;
                 if attempts > retries {
                     w.put_buf(out);
-                    let resp = be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true));
+                    let resp = be
+                        .errorfile_503
+                        .clone()
+                        .unwrap_or_else(|| error_response(503, true));
                     cx.rec.bytes = resp.len() as u64;
                     let _ = write_vec(io, resp, t.client).await;
                     cx.rec.tc = t_connect.elapsed().as_millis() as i64;
@@ -701,7 +821,14 @@ async fn exchange<S: ClientIo>(
     cx.rec.tc = t_connect.elapsed().as_millis() as i64;
     let srv = &snap.servers[sid];
     let is_10_without_host = need_host.is_some();
-    finish_head(&mut out, if is_10_without_host { Some(&srv.host_header) } else { None });
+    finish_head(
+        &mut out,
+        if is_10_without_host {
+            Some(&srv.host_header)
+        } else {
+            None
+        },
+    );
     // Include the buffered body with the head when it is all there.
     if let BodyLen::Length(n) = body_len {
         let avail = cb.data().len() as u64;
@@ -749,7 +876,10 @@ async fn exchange<S: ClientIo>(
         }
     }
     match result {
-        Relay::Done { keep_server, keep_client } => {
+        Relay::Done {
+            keep_server,
+            keep_client,
+        } => {
             if keep_server {
                 w.pool_put(sid, up, snap.generation);
             }
@@ -763,7 +893,13 @@ async fn exchange<S: ClientIo>(
         Relay::Failed(f, term, answered) => {
             if !answered {
                 let status = f.status();
-                let resp = if status == 503 { be.errorfile_503.clone().unwrap_or_else(|| error_response(503, true)) } else { error_response(status, true) };
+                let resp = if status == 503 {
+                    be.errorfile_503
+                        .clone()
+                        .unwrap_or_else(|| error_response(503, true))
+                } else {
+                    error_response(status, true)
+                };
                 let _ = write_vec(io, resp, t.client).await;
                 cx.log(status, &term, started);
             } else {
@@ -801,7 +937,12 @@ fn try_take(snap: &Snapshot, i: usize) -> bool {
         if cur >= srv.maxconn {
             return false;
         }
-        match a.compare_exchange_weak(cur, cur + 1, std::sync::atomic::Ordering::AcqRel, std::sync::atomic::Ordering::Relaxed) {
+        match a.compare_exchange_weak(
+            cur,
+            cur + 1,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
             Ok(_) => return true,
             Err(c) => cur = c,
         }
@@ -811,14 +952,22 @@ fn try_take(snap: &Snapshot, i: usize) -> bool {
 fn release(snap: &Snapshot, i: usize) {
     let srv = &snap.servers[i];
     if srv.maxconn > 0 {
-        srv.inflight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        srv.inflight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
 /// Picks a server and takes a slot on it; when every server that could take the request
 /// is at its maxconn, waits in this core's queue (in order) up to timeout_queue. A sticky
 /// request waits for its own server.
-async fn acquire(w: &Worker, snap: &Snapshot, be_idx: usize, sticky: Option<usize>, tried: &[usize], timeout_queue: Duration) -> Acquired {
+async fn acquire(
+    w: &Worker,
+    snap: &Snapshot,
+    be_idx: usize,
+    sticky: Option<usize>,
+    tried: &[usize],
+    timeout_queue: Duration,
+) -> Acquired {
     let try_once = |w: &Worker| -> Result<usize, bool> {
         w.refresh();
         let states = w.states.borrow().clone();
@@ -836,7 +985,10 @@ async fn acquire(w: &Worker, snap: &Snapshot, be_idx: usize, sticky: Option<usiz
                 let be = &snap.backends[be_idx];
                 let any_full = (be.first..be.first + be.count).any(|i| {
                     let c = candidate_ignoring_full(w, snap, &states, i, tried);
-                    c.state == crate::balance::ServerState::Up && c.weight > 0 && !c.excluded && snap.servers[i].maxconn > 0
+                    c.state == crate::balance::ServerState::Up
+                        && c.weight > 0
+                        && !c.excluded
+                        && snap.servers[i].maxconn > 0
                 });
                 Err(any_full)
             }
@@ -882,7 +1034,13 @@ async fn acquire(w: &Worker, snap: &Snapshot, be_idx: usize, sticky: Option<usiz
     out
 }
 
-fn candidate_ignoring_full(w: &Worker, snap: &Snapshot, states: &crate::snapshot::States, i: usize, tried: &[usize]) -> Candidate {
+fn candidate_ignoring_full(
+    w: &Worker,
+    snap: &Snapshot,
+    states: &crate::snapshot::States,
+    i: usize,
+    tried: &[usize],
+) -> Candidate {
     let mut c = candidate(w, snap, states, i, tried);
     let c2 = &w.counters.borrow()[i];
     let avoid = c2.avoid_until.map(|u| Instant::now() < u).unwrap_or(false);
@@ -891,26 +1049,57 @@ fn candidate_ignoring_full(w: &Worker, snap: &Snapshot, states: &crate::snapshot
 }
 
 enum Relay {
-    Done { keep_server: bool, keep_client: bool },
+    Done {
+        keep_server: bool,
+        keep_client: bool,
+    },
     Upgrade,
     /// Failed; `answered`: the client already got (part of) a response.
     Failed(Fail, [u8; 2], bool),
 }
 
-fn candidate(w: &Worker, snap: &Snapshot, states: &crate::snapshot::States, i: usize, tried: &[usize]) -> Candidate {
-    let st = states.servers.get(i).copied().unwrap_or(crate::snapshot::ServerStatus { state: crate::balance::ServerState::Up, weight: snap.servers[i].weight });
+fn candidate(
+    w: &Worker,
+    snap: &Snapshot,
+    states: &crate::snapshot::States,
+    i: usize,
+    tried: &[usize],
+) -> Candidate {
+    let st = states
+        .servers
+        .get(i)
+        .copied()
+        .unwrap_or(crate::snapshot::ServerStatus {
+            state: crate::balance::ServerState::Up,
+            weight: snap.servers[i].weight,
+        });
     let c = &w.counters.borrow()[i];
     let avoid = c.avoid_until.map(|u| Instant::now() < u).unwrap_or(false);
     let srv = &snap.servers[i];
-    let full = srv.maxconn > 0 && srv.inflight.load(std::sync::atomic::Ordering::Relaxed) >= srv.maxconn;
-    Candidate { state: st.state, weight: st.weight, backup: srv.backup, active: c.active, excluded: tried.contains(&i) || avoid || full }
+    let full =
+        srv.maxconn > 0 && srv.inflight.load(std::sync::atomic::Ordering::Relaxed) >= srv.maxconn;
+    Candidate {
+        state: st.state,
+        weight: st.weight,
+        backup: srv.backup,
+        active: c.active,
+        excluded: tried.contains(&i) || avoid || full,
+    }
 }
 
 /// Picks a server for a new client: a pure function of the states and this core's
 /// balancing state.
-fn select(w: &Worker, snap: &Snapshot, states: &crate::snapshot::States, be_idx: usize, tried: &[usize]) -> Option<usize> {
+fn select(
+    w: &Worker,
+    snap: &Snapshot,
+    states: &crate::snapshot::States,
+    be_idx: usize,
+    tried: &[usize],
+) -> Option<usize> {
     let be = &snap.backends[be_idx];
-    let mut cands: Vec<Candidate> = (be.first..be.first + be.count).map(|i| candidate(w, snap, states, i, tried)).collect();
+    let mut cands: Vec<Candidate> = (be.first..be.first + be.count)
+        .map(|i| candidate(w, snap, states, i, tried))
+        .collect();
     let pick = |cands: &[Candidate]| {
         let mut rr = w.rr.borrow_mut();
         let rr = &mut rr[be_idx];
@@ -932,7 +1121,13 @@ fn select(w: &Worker, snap: &Snapshot, states: &crate::snapshot::States, be_idx:
 
 /// A pooled connection when there is one (checked alive for requests that must not be
 /// replayed), else a new one within timeout_connect.
-async fn connect(w: &Worker, snap: &Snapshot, sid: usize, timeout: Duration, replayable: bool) -> io::Result<(TcpStream, bool)> {
+async fn connect(
+    w: &Worker,
+    snap: &Snapshot,
+    sid: usize,
+    timeout: Duration,
+    replayable: bool,
+) -> io::Result<(TcpStream, bool)> {
     while let Some(p) = w.pool_take(sid) {
         if replayable || alive(&p.stream) {
             return Ok((p.stream, true));
@@ -955,7 +1150,14 @@ fn alive(s: &TcpStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut b = [0u8; 1];
     // SAFETY: valid fd and buffer.
-    let n = unsafe { libc::recv(s.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
     n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
@@ -986,7 +1188,11 @@ async fn send_and_relay<S: ClientIo>(
     let max_body = snap.cfg.limits.max_body_bytes;
 
     // SEND: the head (with the whole body when it was here), then the body.
-    let replay = if whole_request_in_out && reused && method.is_idempotent() { Some(out.clone()) } else { None };
+    let replay = if whole_request_in_out && reused && method.is_idempotent() {
+        Some(out.clone())
+    } else {
+        None
+    };
     let (r, out) = write_vec(up, out, bt.server).await;
     w.put_buf(out);
     if r.is_err() {
@@ -999,7 +1205,11 @@ async fn send_and_relay<S: ClientIo>(
         }
     }
     if !whole_request_in_out {
-        if let Err((f, term)) = send_body(w, io, cb, up, body_len, body_sent, dec, max_body, t.client, bt.server).await {
+        if let Err((f, term)) = send_body(
+            w, io, cb, up, body_len, body_sent, dec, max_body, t.client, bt.server,
+        )
+        .await
+        {
             return Relay::Failed(f, term, false);
         }
     }
@@ -1034,16 +1244,15 @@ async fn send_and_relay<S: ClientIo>(
                         // A pooled connection the server had closed: the request never
                         // reached it. Send it once on a new connection.
                         let addr = snap.servers[sid].addr;
-                        match monoio::time::timeout(bt.connect, TcpStream::connect_addr(addr)).await {
-                            Ok(Ok(s)) => {
-                                let _ = s.set_nodelay(true);
-                                *up = s;
-                                let (r, _) = write_vec(up, again, bt.server).await;
-                                if r.is_ok() {
-                                    continue;
-                                }
+                        if let Ok(Ok(s)) =
+                            monoio::time::timeout(bt.connect, TcpStream::connect_addr(addr)).await
+                        {
+                            let _ = s.set_nodelay(true);
+                            *up = s;
+                            let (r, _) = write_vec(up, again, bt.server).await;
+                            if r.is_ok() {
+                                continue;
                             }
-                            _ => {}
                         }
                     }
                 }
@@ -1077,7 +1286,7 @@ async fn send_and_relay<S: ClientIo>(
         BodyLen::Close if client_minor == 1 => (BodyLen::Chunked, false),
         BodyLen::Close => (BodyLen::Close, true),
     };
-    let keep_client = client_ka && !force_close && !stopping && !is_upgrade && !(head.status == 101);
+    let keep_client = client_ka && !force_close && !stopping && !is_upgrade && head.status != 101;
     let mut hb = w.get_buf();
     hb.extend_from_slice(b"HTTP/1.1 ");
     push_u64(&mut hb, head.status as u64);
@@ -1107,7 +1316,8 @@ async fn send_and_relay<S: ClientIo>(
         if let Some(c) = cookie_cfg {
             if eq_ic(name, b"set-cookie") {
                 let cname = persist::set_cookie_name(value);
-                if c.mode == config::CookieMode::Insert && cname == c.name.as_bytes() && c.indirect {
+                if c.mode == config::CookieMode::Insert && cname == c.name.as_bytes() && c.indirect
+                {
                     continue;
                 }
                 if c.mode == config::CookieMode::Prefix && cname == c.name.as_bytes() {
@@ -1122,7 +1332,9 @@ async fn send_and_relay<S: ClientIo>(
             }
             if insert_cookie && c.nocache && eq_ic(name, b"cache-control") {
                 let v = value;
-                if v.windows(7).any(|x| x.eq_ignore_ascii_case(b"private")) || v.windows(8).any(|x| x.eq_ignore_ascii_case(b"no-store")) {
+                if v.windows(7).any(|x| x.eq_ignore_ascii_case(b"private"))
+                    || v.windows(8).any(|x| x.eq_ignore_ascii_case(b"no-store"))
+                {
                     has_cache_private = true;
                 } else {
                     // A cacheable response that sets our cookie is marked private.
@@ -1139,7 +1351,10 @@ async fn send_and_relay<S: ClientIo>(
     }
     if insert_cookie && !is_upgrade {
         if let (Some(c), Some(codec)) = (cookie_cfg, be.codec.as_ref()) {
-            let issued = sticky_same.map(|v| v.issued).filter(|&i| i > 0).unwrap_or(now_s);
+            let issued = sticky_same
+                .map(|v| v.issued)
+                .filter(|&i| i > 0)
+                .unwrap_or(now_s);
             let value = codec.encode(sid - be.first, issued, now_s);
             persist::set_cookie_line(c, &value, &mut hb);
             cx.rec.cookie[1] = if sticky_same.is_some() { b'U' } else { b'I' };
@@ -1159,7 +1374,11 @@ async fn send_and_relay<S: ClientIo>(
             // HEAD and 304 keep the server's Content-Length header semantics: we dropped
             // it; for HEAD re-add it when the server sent one.
             if method == Method::Head || head.status == 304 {
-                if let Some(f) = head.fields.iter().find(|f| eq_ic(f.name(&sb), b"content-length")) {
+                if let Some(f) = head
+                    .fields
+                    .iter()
+                    .find(|f| eq_ic(f.name(&sb), b"content-length"))
+                {
                     hb.extend_from_slice(b"Content-Length: ");
                     hb.extend_from_slice(f.value(&sb));
                     hb.extend_from_slice(b"\r\n");
@@ -1201,7 +1420,8 @@ async fn send_and_relay<S: ClientIo>(
             done = sent_body == n;
         }
         BodyLen::Chunked => {
-            let (fwd, fin, bad) = decode_into(&mut dec, &sb, client_framing == BodyLen::Chunked, &mut hb);
+            let (fwd, fin, bad) =
+                decode_into(&mut dec, &sb, client_framing == BodyLen::Chunked, &mut hb);
             if bad {
                 w.put_buf(sb);
                 w.put_buf(hb);
@@ -1234,7 +1454,20 @@ async fn send_and_relay<S: ClientIo>(
         return Relay::Upgrade;
     }
     if !done {
-        match relay_body(w, up, io, sb, head.body, client_framing, sent_body, dec, t.client, bt.server).await {
+        match relay_body(
+            w,
+            up,
+            io,
+            sb,
+            head.body,
+            client_framing,
+            sent_body,
+            dec,
+            t.client,
+            bt.server,
+        )
+        .await
+        {
             Ok((n, clean_end)) => {
                 cx.rec.bytes += n;
                 if !clean_end {
@@ -1252,12 +1485,20 @@ async fn send_and_relay<S: ClientIo>(
     // LOG
     let status = cx.rec.status;
     cx.log(status, b"--", started);
-    Relay::Done { keep_server, keep_client }
+    Relay::Done {
+        keep_server,
+        keep_client,
+    }
 }
 
 /// Decodes chunked bytes: appends them as they are (to a chunked client) or only their
 /// data. Returns (data bytes, finished, malformed).
-fn decode_into(dec: &mut ChunkedDecoder, input: &[u8], passthrough: bool, out: &mut Vec<u8>) -> (u64, bool, bool) {
+fn decode_into(
+    dec: &mut ChunkedDecoder,
+    input: &[u8],
+    passthrough: bool,
+    out: &mut Vec<u8>,
+) -> (u64, bool, bool) {
     let mut pos = 0;
     let mut data = 0u64;
     while pos < input.len() {
@@ -1318,15 +1559,17 @@ async fn relay_body<S: ClientIo>(
             BodyLen::Length(n) => ((n - sent) as usize).min(sb.capacity()),
             _ => sb.capacity(),
         };
-        let (r, s) = match monoio::time::timeout(server_t, up.read(std::mem::take(&mut sb).slice_mut(0..want))).await {
+        let (r, s) = match monoio::time::timeout(
+            server_t,
+            up.read(std::mem::take(&mut sb).slice_mut(0..want)),
+        )
+        .await
+        {
             Ok(x) => x,
             Err(_) => break Err((Fail::ServerTimeout, *b"sD")),
         };
         sb = s.into_inner();
-        let n = match r {
-            Ok(n) => n,
-            Err(_) => 0,
-        };
+        let n = r.unwrap_or_default();
         if n == 0 {
             if server_framing == BodyLen::Close {
                 // The end of a close-delimited body.
@@ -1361,7 +1604,12 @@ async fn relay_body<S: ClientIo>(
             }
             BodyLen::Chunked => {
                 ob.clear();
-                let (fwd, fin, bad) = decode_into(&mut dec, &sb[..n], client_framing == BodyLen::Chunked, &mut ob);
+                let (fwd, fin, bad) = decode_into(
+                    &mut dec,
+                    &sb[..n],
+                    client_framing == BodyLen::Chunked,
+                    &mut ob,
+                );
                 let _ = fwd;
                 if bad {
                     break Err((Fail::BadResponse, *b"SD"));
@@ -1437,7 +1685,12 @@ async fn send_body<S: ClientIo>(
                     break Ok(());
                 }
                 let want = (remaining as usize).min(b.capacity());
-                let (r, s) = match monoio::time::timeout(client_t, io.read(std::mem::take(&mut b).slice_mut(0..want))).await {
+                let (r, s) = match monoio::time::timeout(
+                    client_t,
+                    io.read(std::mem::take(&mut b).slice_mut(0..want)),
+                )
+                .await
+                {
                     Ok(x) => x,
                     Err(_) => break Err((Fail::ClientTimeout, *b"cD")),
                 };

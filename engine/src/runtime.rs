@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::log::{AccessLog, Sink};
 use crate::control::{Control, ControlMsg};
+use crate::log::{AccessLog, Sink};
 use crate::snapshot::{Snapshot, States};
 use crate::worker::{self, DriverKind, Shared, Worker};
 use crate::EngineError;
@@ -40,12 +40,18 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { cores: available_cores(), driver: DriverChoice::Auto, pin: true }
+        Options {
+            cores: available_cores(),
+            driver: DriverChoice::Auto,
+            pin: true,
+        }
     }
 }
 
 pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// The driver this kernel would give `auto`.
@@ -83,7 +89,11 @@ impl StopHandle {
 impl Running {
     /// The bound addresses of a frontend (port 0 resolved).
     pub fn frontend_addrs(&self, name: &str) -> Vec<SocketAddr> {
-        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone()).unwrap_or_default()
+        self.addrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default()
     }
 
     /// The first bound address of a frontend. Panics if there is no such frontend (for
@@ -115,12 +125,19 @@ impl Running {
 
     /// The snapshot the cores run now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.lock().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.current
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// The server states last published to the cores.
     pub fn states(&self) -> Arc<States> {
-        self.control.states.lock().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.control
+            .states
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// Runs an admin command (the same as a line on the admin socket) and returns its
@@ -144,11 +161,17 @@ impl Running {
     pub fn reload(&self, cfg: config::Config) -> Result<(), EngineError> {
         let cur = self.snapshot();
         let same_binds = cur.cfg.frontends.len() == cfg.frontends.len()
-            && cur.cfg.frontends.iter().zip(&cfg.frontends).all(|(a, b)| a.name == b.name && binds_match(&a.bind, &b.bind, &self.frontend_addrs(&a.name)));
+            && cur.cfg.frontends.iter().zip(&cfg.frontends).all(|(a, b)| {
+                a.name == b.name && binds_match(&a.bind, &b.bind, &self.frontend_addrs(&a.name))
+            });
         if !same_binds {
-            return Err(EngineError::Reload("the frontends or their bind addresses changed: restart the engine for that".into()));
+            return Err(EngineError::Reload(
+                "the frontends or their bind addresses changed: restart the engine for that".into(),
+            ));
         }
-        self.shared.maxconn.store(cfg.global.maxconn as usize, Ordering::Relaxed);
+        self.shared
+            .maxconn
+            .store(cfg.global.maxconn as usize, Ordering::Relaxed);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let snap = Arc::new(Snapshot::build(cfg, generation)?);
         if let Ok(mut c) = self.current.lock() {
@@ -177,7 +200,12 @@ impl Running {
 }
 
 fn binds_match(old: &[SocketAddr], new: &[SocketAddr], bound: &[SocketAddr]) -> bool {
-    old.len() == new.len() && old.iter().zip(new).zip(bound).all(|((o, n), b)| o == n || (n.port() == b.port() && n.ip() == b.ip()))
+    old.len() == new.len()
+        && old
+            .iter()
+            .zip(new)
+            .zip(bound)
+            .all(|((o, n), b)| o == n || (n.port() == b.port() && n.ip() == b.ip()))
 }
 
 impl Drop for Running {
@@ -194,7 +222,8 @@ impl Drop for Running {
 
 fn bind_one(addr: SocketAddr) -> Result<std::net::TcpListener, EngineError> {
     let err = |err| EngineError::Bind { addr, err };
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     s.set_reuse_port(true).map_err(err)?;
     if addr.is_ipv6() {
@@ -213,13 +242,16 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
     let states = Arc::new(States::initial(&snap));
 
     // Listeners: one per core and address; port 0 resolved by the first.
-    let mut per_core: Vec<Vec<(usize, std::net::TcpListener)>> = (0..cores).map(|_| Vec::new()).collect();
+    let mut per_core: Vec<Vec<(usize, std::net::TcpListener)>> =
+        (0..cores).map(|_| Vec::new()).collect();
     let mut addrs = Vec::new();
     for (fi, f) in snap.cfg.frontends.iter().enumerate() {
         let mut bound = Vec::new();
         for &a in &f.bind {
             let first = bind_one(a)?;
-            let real = first.local_addr().map_err(|err| EngineError::Bind { addr: a, err })?;
+            let real = first
+                .local_addr()
+                .map_err(|err| EngineError::Bind { addr: a, err })?;
             per_core[0].push((fi, first));
             for list in per_core.iter_mut().skip(1) {
                 list.push((fi, bind_one(real)?));
@@ -249,7 +281,11 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
         .max()
         .unwrap_or(Duration::from_secs(30))
         .min(Duration::from_secs(60));
-    let core_ids = if opts.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    let core_ids = if opts.pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let (report_tx, report_rx) = std::sync::mpsc::channel::<Result<DriverKind, EngineError>>();
     let mut threads = Vec::new();
     let mut senders = Vec::new();
@@ -306,7 +342,13 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
             let _ = t.join();
         }
     };
-    let control = match Control::start(snap.clone(), shared.clone(), senders, ctl_tx.clone(), ctl_rx) {
+    let control = match Control::start(
+        snap.clone(),
+        shared.clone(),
+        senders,
+        ctl_tx.clone(),
+        ctl_rx,
+    ) {
         Ok(c) => c,
         Err(e) => {
             stop_all(threads);
@@ -318,7 +360,10 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
             Ok(a) => Some(a),
             Err(err) => {
                 stop_all(threads);
-                return Err(EngineError::Admin { path: p.clone(), err });
+                return Err(EngineError::Admin {
+                    path: p.clone(),
+                    err,
+                });
             }
         },
         None => None,
@@ -335,14 +380,28 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
     };
     tracing::info!(cores, driver = driver.as_str(), "engine running");
     drop(states);
-    Ok(Running { shared, threads, addrs, current: Mutex::new(snap), generation: AtomicU64::new(0), driver, control, _admin: admin, stats_addr })
+    Ok(Running {
+        shared,
+        threads,
+        addrs,
+        current: Mutex::new(snap),
+        generation: AtomicU64::new(0),
+        driver,
+        control,
+        _admin: admin,
+        stats_addr,
+    })
 }
 
 const RING_ENTRIES: u32 = 4096;
 
 /// Builds the core's runtime with the driver asked for and runs the worker on it.
-fn run_worker<F, Fut>(core: usize, choice: DriverChoice, report: std::sync::mpsc::Sender<Result<DriverKind, EngineError>>, make: F)
-where
+fn run_worker<F, Fut>(
+    core: usize,
+    choice: DriverChoice,
+    report: std::sync::mpsc::Sender<Result<DriverKind, EngineError>>,
+    make: F,
+) where
     F: FnOnce(DriverKind) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -351,10 +410,18 @@ where
         // The fastest ring setup measured here, then a plain ring.
         let mut fast = io_uring::IoUring::builder();
         fast.setup_single_issuer().setup_defer_taskrun();
-        let attempts = [("single_issuer+defer_taskrun", fast), ("default", io_uring::IoUring::builder())];
+        let attempts = [
+            ("single_issuer+defer_taskrun", fast),
+            ("default", io_uring::IoUring::builder()),
+        ];
         let mut last_err = None;
         for (name, urb) in attempts {
-            match RuntimeBuilder::<IoUringDriver>::new().with_entries(RING_ENTRIES).uring_builder(urb).enable_timer().build() {
+            match RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(RING_ENTRIES)
+                .uring_builder(urb)
+                .enable_timer()
+                .build()
+            {
                 Ok(mut rt) => {
                     tracing::debug!(core, setup = name, "io_uring ring built");
                     let _ = report.send(Ok(DriverKind::IoUring));

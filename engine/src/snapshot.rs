@@ -108,13 +108,28 @@ impl Snapshot {
                 observe_errors: b.check.as_ref().map(|c| c.observe_errors).unwrap_or(0),
                 slowstart: b.check.as_ref().and_then(|c| c.slowstart),
                 queued: AtomicU32::new(0),
-                codec: b.cookie.as_ref().map(|c| crate::persist::Codec::new(c, &b.servers.iter().map(|s| s.cookie.clone()).collect::<Vec<_>>())),
-                waiting_room: crate::http::waiting_room(b.waiting_room.as_ref().map(|f| f.bytes.as_slice())),
+                codec: b.cookie.as_ref().map(|c| {
+                    crate::persist::Codec::new(
+                        c,
+                        &b.servers
+                            .iter()
+                            .map(|s| s.cookie.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                }),
+                waiting_room: crate::http::waiting_room(
+                    b.waiting_room.as_ref().map(|f| f.bytes.as_slice()),
+                ),
                 cfg: b.clone(),
             });
         }
         let mut frontends = Vec::new();
-        let tls_port = cfg.frontends.iter().find(|f| f.tls.is_some()).and_then(|f| f.bind.first()).map(|a| a.port());
+        let tls_port = cfg
+            .frontends
+            .iter()
+            .find(|f| f.tls.is_some())
+            .and_then(|f| f.bind.first())
+            .map(|a| a.port());
         for f in &cfg.frontends {
             let redirect_port = match f.redirect_https.as_ref().and_then(|r| r.port).or(tls_port) {
                 Some(443) | None => String::new(),
@@ -130,7 +145,10 @@ impl Snapshot {
                 set_lines.extend_from_slice(b"\r\n");
             }
             let tls = match &f.tls {
-                Some(t) => Some(crate::tls::TlsServer::load(t).map_err(|e| crate::EngineError::Tls(f.name.clone(), e))?),
+                Some(t) => Some(
+                    crate::tls::TlsServer::load(t)
+                        .map_err(|e| crate::EngineError::Tls(f.name.clone(), e))?,
+                ),
                 None => None,
             };
             frontends.push(FrontendRt {
@@ -148,7 +166,14 @@ impl Snapshot {
             max_target_bytes: cfg.limits.max_target_bytes,
             max_headers: cfg.limits.max_headers,
         };
-        Ok(Snapshot { generation, cfg: Arc::new(cfg), frontends, backends, servers, head_limits })
+        Ok(Snapshot {
+            generation,
+            cfg: Arc::new(cfg),
+            frontends,
+            backends,
+            servers,
+            head_limits,
+        })
     }
 
     /// Finds a server by `backend/server`.
@@ -177,7 +202,14 @@ impl States {
     pub fn initial(snap: &Snapshot) -> States {
         States {
             generation: snap.generation,
-            servers: snap.servers.iter().map(|s| ServerStatus { state: ServerState::Up, weight: s.weight }).collect(),
+            servers: snap
+                .servers
+                .iter()
+                .map(|s| ServerStatus {
+                    state: ServerState::Up,
+                    weight: s.weight,
+                })
+                .collect(),
         }
     }
 }
@@ -196,11 +228,15 @@ pub struct Counter(AtomicU64);
 impl Counter {
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        self.0
+            .store(self.0.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
     #[inline]
     pub fn sub(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).saturating_sub(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).saturating_sub(n),
+            Ordering::Relaxed,
+        );
     }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)

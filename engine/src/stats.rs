@@ -22,13 +22,17 @@ pub fn fetch(tx: &Sender<ControlMsg>) -> Option<Box<StatsView>> {
 pub fn start(addr: SocketAddr, tx: Sender<ControlMsg>) -> std::io::Result<SocketAddr> {
     let l = TcpListener::bind(addr)?;
     let real = l.local_addr()?;
-    std::thread::Builder::new().name("engine-stats".into()).spawn(move || {
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { continue };
-            let tx = tx.clone();
-            let _ = std::thread::Builder::new().name("engine-stats-conn".into()).spawn(move || serve(conn, &tx));
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("engine-stats".into())
+        .spawn(move || {
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { continue };
+                let tx = tx.clone();
+                let _ = std::thread::Builder::new()
+                    .name("engine-stats-conn".into())
+                    .spawn(move || serve(conn, &tx));
+            }
+        })?;
     Ok(real)
 }
 
@@ -41,7 +45,18 @@ fn serve(mut conn: TcpStream, tx: &Sender<ControlMsg>) {
             let mut hdrs = [httparse::EMPTY_HEADER; 64];
             let mut req = httparse::Request::new(&mut hdrs);
             match req.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => break Some((n, req.method.unwrap_or("").to_string(), req.path.unwrap_or("/").to_string(), req.version == Some(0), req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")))),
+                Ok(httparse::Status::Complete(n)) => {
+                    break Some((
+                        n,
+                        req.method.unwrap_or("").to_string(),
+                        req.path.unwrap_or("/").to_string(),
+                        req.version == Some(0),
+                        req.headers.iter().any(|h| {
+                            h.name.eq_ignore_ascii_case("connection")
+                                && h.value.eq_ignore_ascii_case(b"close")
+                        }),
+                    ))
+                }
                 Ok(httparse::Status::Partial) if buf.len() < 16384 => {}
                 _ => break None,
             }
@@ -52,7 +67,9 @@ fn serve(mut conn: TcpStream, tx: &Sender<ControlMsg>) {
             }
         };
         let Some((n, method, path, http10, close)) = head_len else {
-            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = conn.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
             return;
         };
         buf.drain(..n);
@@ -63,9 +80,21 @@ fn serve(mut conn: TcpStream, tx: &Sender<ControlMsg>) {
             match (path.as_str(), fetch(tx)) {
                 (_, None) => (503, "text/plain", "the engine is stopping\n".to_string()),
                 ("/", Some(v)) => (200, "text/html; charset=utf-8", render_html(&v)),
-                ("/stats.json", Some(v)) => (200, "application/json", serde_json::to_string_pretty(&*v).unwrap_or_default()),
-                ("/metrics", Some(v)) => (200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(&v)),
-                _ => (404, "text/plain", "not found: try /, /stats.json or /metrics\n".to_string()),
+                ("/stats.json", Some(v)) => (
+                    200,
+                    "application/json",
+                    serde_json::to_string_pretty(&*v).unwrap_or_default(),
+                ),
+                ("/metrics", Some(v)) => (
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    render_metrics(&v),
+                ),
+                _ => (
+                    404,
+                    "text/plain",
+                    "not found: try /, /stats.json or /metrics\n".to_string(),
+                ),
             }
         };
         let keep = !http10 && !close;
@@ -86,7 +115,10 @@ fn serve(mut conn: TcpStream, tx: &Sender<ControlMsg>) {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The page an operator reads at a glance: one row per server, its state in colour.
@@ -160,39 +192,112 @@ th {{ background: #f2f2f2; }} td.l, th.l {{ text-align: left; }}
 }
 
 fn label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The Prometheus text format, with Prometheus's naming conventions (base units, `_total`
 /// for counters).
 pub fn render_metrics(v: &StatsView) -> String {
     let mut m = String::new();
-    let _ = writeln!(m, "# HELP engine_info Build and runtime information.\n# TYPE engine_info gauge");
-    let _ = writeln!(m, "engine_info{{version=\"{}\",driver=\"{}\"}} 1", label(&v.version), label(&v.driver));
+    let _ = writeln!(
+        m,
+        "# HELP engine_info Build and runtime information.\n# TYPE engine_info gauge"
+    );
+    let _ = writeln!(
+        m,
+        "engine_info{{version=\"{}\",driver=\"{}\"}} 1",
+        label(&v.version),
+        label(&v.driver)
+    );
     let _ = writeln!(m, "# HELP engine_uptime_seconds Seconds since the engine started.\n# TYPE engine_uptime_seconds gauge\nengine_uptime_seconds {}", v.uptime_seconds);
-    let _ = writeln!(m, "# HELP engine_cores Worker cores.\n# TYPE engine_cores gauge\nengine_cores {}", v.cores);
+    let _ = writeln!(
+        m,
+        "# HELP engine_cores Worker cores.\n# TYPE engine_cores gauge\nengine_cores {}",
+        v.cores
+    );
     let _ = writeln!(m, "# HELP engine_client_connections Client connections open now.\n# TYPE engine_client_connections gauge\nengine_client_connections {}", v.connections);
     let _ = writeln!(m, "# HELP engine_backend_queued_requests Requests waiting for a server slot.\n# TYPE engine_backend_queued_requests gauge");
     for b in &v.backends {
-        let _ = writeln!(m, "engine_backend_queued_requests{{backend=\"{}\"}} {}", label(&b.name), b.queued);
+        let _ = writeln!(
+            m,
+            "engine_backend_queued_requests{{backend=\"{}\"}} {}",
+            label(&b.name),
+            b.queued
+        );
     }
     type Getter = fn(&crate::control::ServerView) -> String;
     let series: [(&str, &str, &str, Getter); 9] = [
-        ("engine_server_up", "gauge", "1 when the server takes traffic (UP or DRAIN).", |s| if s.state == "UP" || s.state == "DRAIN" { "1".into() } else { "0".into() }),
-        ("engine_server_weight", "gauge", "Current weight.", |s| s.weight.to_string()),
-        ("engine_server_active_requests", "gauge", "Requests in flight on the server.", |s| s.active.to_string()),
-        ("engine_server_queued_requests", "gauge", "Requests waiting for this server.", |s| s.queued.to_string()),
-        ("engine_server_requests_total", "counter", "Requests sent to the server.", |s| s.total.to_string()),
-        ("engine_server_responses_5xx_total", "counter", "5xx responses from the server.", |s| s.responses_5xx.to_string()),
-        ("engine_server_connect_failures_total", "counter", "Failed connections to the server.", |s| s.failures.to_string()),
-        ("engine_server_response_time_p50_seconds", "gauge", "Median response time.", |s| format!("{}", s.p50_ms / 1000.0)),
-        ("engine_server_response_time_p99_seconds", "gauge", "99th percentile response time.", |s| format!("{}", s.p99_ms / 1000.0)),
+        (
+            "engine_server_up",
+            "gauge",
+            "1 when the server takes traffic (UP or DRAIN).",
+            |s| {
+                if s.state == "UP" || s.state == "DRAIN" {
+                    "1".into()
+                } else {
+                    "0".into()
+                }
+            },
+        ),
+        ("engine_server_weight", "gauge", "Current weight.", |s| {
+            s.weight.to_string()
+        }),
+        (
+            "engine_server_active_requests",
+            "gauge",
+            "Requests in flight on the server.",
+            |s| s.active.to_string(),
+        ),
+        (
+            "engine_server_queued_requests",
+            "gauge",
+            "Requests waiting for this server.",
+            |s| s.queued.to_string(),
+        ),
+        (
+            "engine_server_requests_total",
+            "counter",
+            "Requests sent to the server.",
+            |s| s.total.to_string(),
+        ),
+        (
+            "engine_server_responses_5xx_total",
+            "counter",
+            "5xx responses from the server.",
+            |s| s.responses_5xx.to_string(),
+        ),
+        (
+            "engine_server_connect_failures_total",
+            "counter",
+            "Failed connections to the server.",
+            |s| s.failures.to_string(),
+        ),
+        (
+            "engine_server_response_time_p50_seconds",
+            "gauge",
+            "Median response time.",
+            |s| format!("{}", s.p50_ms / 1000.0),
+        ),
+        (
+            "engine_server_response_time_p99_seconds",
+            "gauge",
+            "99th percentile response time.",
+            |s| format!("{}", s.p99_ms / 1000.0),
+        ),
     ];
     for (name, kind, help, get) in series {
         let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for b in &v.backends {
             for s in &b.servers {
-                let _ = writeln!(m, "{name}{{backend=\"{}\",server=\"{}\"}} {}", label(&b.name), label(&s.name), get(s));
+                let _ = writeln!(
+                    m,
+                    "{name}{{backend=\"{}\",server=\"{}\"}} {}",
+                    label(&b.name),
+                    label(&s.name),
+                    get(s)
+                );
             }
         }
     }
@@ -200,7 +305,13 @@ pub fn render_metrics(v: &StatsView) -> String {
     for b in &v.backends {
         for s in &b.servers {
             for st in ["UP", "DOWN", "MAINT", "DRAIN"] {
-                let _ = writeln!(m, "engine_server_state{{backend=\"{}\",server=\"{}\",state=\"{st}\"}} {}", label(&b.name), label(&s.name), (s.state == st) as u8);
+                let _ = writeln!(
+                    m,
+                    "engine_server_state{{backend=\"{}\",server=\"{}\",state=\"{st}\"}} {}",
+                    label(&b.name),
+                    label(&s.name),
+                    (s.state == st) as u8
+                );
             }
         }
     }

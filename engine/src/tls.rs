@@ -38,14 +38,22 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn read_pem(path: &Path) -> Result<(Vec<CertificateDer<'static>>, Option<PrivateKeyDer<'static>>), TlsError> {
+fn read_pem(
+    path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, Option<PrivateKeyDer<'static>>), TlsError> {
     let p = path.display().to_string();
-    let f = File::open(path).map_err(|err| TlsError::Read { path: p.clone(), err })?;
+    let f = File::open(path).map_err(|err| TlsError::Read {
+        path: p.clone(),
+        err,
+    })?;
     let mut r = BufReader::new(f);
     let mut certs = Vec::new();
     let mut key = None;
     for item in rustls_pemfile::read_all(&mut r) {
-        match item.map_err(|err| TlsError::Read { path: p.clone(), err })? {
+        match item.map_err(|err| TlsError::Read {
+            path: p.clone(),
+            err,
+        })? {
             rustls_pemfile::Item::X509Certificate(c) => certs.push(c),
             rustls_pemfile::Item::Pkcs8Key(k) => key = key.or(Some(PrivateKeyDer::Pkcs8(k))),
             rustls_pemfile::Item::Pkcs1Key(k) => key = key.or(Some(PrivateKeyDer::Pkcs1(k))),
@@ -64,7 +72,9 @@ pub struct LoadedCert {
 
 impl fmt::Debug for LoadedCert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoadedCert").field("source", &self.source).finish()
+        f.debug_struct("LoadedCert")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -78,7 +88,9 @@ pub fn load_cert(src: &CertSource, provider: &CryptoProvider) -> Result<LoadedCe
             let (c, _) = read_pem(cert)?;
             let (_, k) = read_pem(key)?;
             if k.is_none() {
-                return Err(TlsError::NoKey { path: key.display().to_string() });
+                return Err(TlsError::NoKey {
+                    path: key.display().to_string(),
+                });
             }
             (c, k, cert.display().to_string())
         }
@@ -90,15 +102,24 @@ pub fn load_cert(src: &CertSource, provider: &CryptoProvider) -> Result<LoadedCe
     let signing = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|e| TlsError::BadKey { path: path.clone(), err: e.to_string() })?;
-    webpki::EndEntityCert::try_from(&certs[0]).map_err(|e| TlsError::BadCert { path: path.clone(), err: format!("{e:?}") })?;
+        .map_err(|e| TlsError::BadKey {
+            path: path.clone(),
+            err: e.to_string(),
+        })?;
+    webpki::EndEntityCert::try_from(&certs[0]).map_err(|e| TlsError::BadCert {
+        path: path.clone(),
+        err: format!("{e:?}"),
+    })?;
     let ck = CertifiedKey::new(certs, signing);
     match ck.keys_match() {
         Ok(()) => {}
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(_) => return Err(TlsError::Mismatch { path }),
     }
-    Ok(LoadedCert { key: Arc::new(ck), source: path })
+    Ok(LoadedCert {
+        key: Arc::new(ck),
+        source: path,
+    })
 }
 
 /// Picks the certificate by SNI; the first is the default.
@@ -140,7 +161,9 @@ pub struct TlsServer {
 
 impl fmt::Debug for TlsServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsServer").field("certs", &self.resolver.certs).finish()
+        f.debug_struct("TlsServer")
+            .field("certs", &self.resolver.certs)
+            .finish()
     }
 }
 
@@ -154,8 +177,13 @@ impl TlsServer {
         if certs.is_empty() {
             return Err(TlsError::Config("no certificate".into()));
         }
-        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(TlsServer { resolver: Arc::new(SniResolver { certs }), ticketer, handshake_timeout: t.handshake_timeout })
+        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(TlsServer {
+            resolver: Arc::new(SniResolver { certs }),
+            ticketer,
+            handshake_timeout: t.handshake_timeout,
+        })
     }
 
     /// The source file of the certificate a client with this SNI gets (for tests/admin).

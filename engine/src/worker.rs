@@ -15,10 +15,10 @@ use monoio::net::{TcpListener, TcpStream};
 
 use crate::balance::RoundRobin;
 use crate::control::{new_hist, ControlMsg, CoreReport, ServerReport};
-use hdrhistogram::Histogram;
 use crate::idle::IdleSet;
 use crate::log::AccessLog;
 use crate::snapshot::{Snapshot, States, Update};
+use hdrhistogram::Histogram;
 
 /// The sweep period: keep-alive expiry and buffer release happen on these ticks.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -78,6 +78,9 @@ pub struct Pooled {
     pub since: Instant,
 }
 
+/// A backend's waiting requests on one core: (ticket, the sticky server it waits for).
+type Waiters = std::collections::VecDeque<(u64, Option<usize>)>;
+
 pub struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
@@ -103,11 +106,12 @@ pub struct Worker {
     pub queue_hist: RefCell<Vec<Histogram<u64>>>,
     ticks: Cell<u64>,
     /// Per backend: this core's waiting requests in order (ticket, sticky server).
-    queue: RefCell<Vec<std::collections::VecDeque<(u64, Option<usize>)>>>,
+    queue: RefCell<Vec<Waiters>>,
     next_ticket: Cell<u64>,
 }
 
 impl Worker {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
         shared: Arc<Shared>,
@@ -148,11 +152,17 @@ impl Worker {
 
     fn install(&self, snap: &Arc<Snapshot>) {
         *self.pools.borrow_mut() = (0..snap.servers.len()).map(|_| Vec::new()).collect();
-        *self.rr.borrow_mut() = snap.backends.iter().map(|b| RoundRobin::new(b.count)).collect();
+        *self.rr.borrow_mut() = snap
+            .backends
+            .iter()
+            .map(|b| RoundRobin::new(b.count))
+            .collect();
         *self.counters.borrow_mut() = vec![ServerCounters::default(); snap.servers.len()];
         *self.hist.borrow_mut() = (0..snap.servers.len()).map(|_| new_hist()).collect();
         *self.queued.borrow_mut() = vec![0; snap.backends.len()];
-        *self.queue.borrow_mut() = (0..snap.backends.len()).map(|_| std::collections::VecDeque::new()).collect();
+        *self.queue.borrow_mut() = (0..snap.backends.len())
+            .map(|_| std::collections::VecDeque::new())
+            .collect();
         *self.queue_hist.borrow_mut() = (0..snap.backends.len()).map(|_| new_hist()).collect();
         let mut tls = Vec::new();
         for f in &snap.frontends {
@@ -197,7 +207,10 @@ impl Worker {
     }
 
     pub fn get_buf(&self) -> Vec<u8> {
-        self.bufs.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+        self.bufs
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
     }
 
     pub fn put_buf(&self, mut b: Vec<u8>) {
@@ -212,7 +225,10 @@ impl Worker {
 
     /// The first non-sticky waiter of a backend's queue on this core.
     pub fn queue_front(&self, be: usize) -> Option<u64> {
-        self.queue.borrow().get(be).and_then(|q| q.iter().find(|(_, s)| s.is_none()).map(|(t, _)| *t))
+        self.queue
+            .borrow()
+            .get(be)
+            .and_then(|q| q.iter().find(|(_, s)| s.is_none()).map(|(t, _)| *t))
     }
 
     pub fn queue_push(&self, be: usize, sticky: Option<usize>) -> u64 {
@@ -259,7 +275,10 @@ impl Worker {
         let mut pools = self.pools.borrow_mut();
         if let Some(p) = pools.get_mut(server) {
             if p.len() < max {
-                p.push(Pooled { stream, since: Instant::now() });
+                p.push(Pooled {
+                    stream,
+                    since: Instant::now(),
+                });
             }
         }
     }
@@ -281,7 +300,7 @@ impl Worker {
         self.log.borrow_mut().flush();
         let t = self.ticks.get() + 1;
         self.ticks.set(t);
-        if t % 5 == 0 {
+        if t.is_multiple_of(5) {
             self.report();
         }
     }
@@ -293,7 +312,14 @@ impl Worker {
         let servers = counters
             .iter()
             .zip(hist.iter())
-            .map(|(c, h)| ServerReport { active: c.active, total: c.total, failures: c.failures, responses_5xx: c.responses_5xx, queued: c.queued, hist: h.clone() })
+            .map(|(c, h)| ServerReport {
+                active: c.active,
+                total: c.total,
+                failures: c.failures,
+                responses_5xx: c.responses_5xx,
+                queued: c.queued,
+                hist: h.clone(),
+            })
             .collect();
         let r = CoreReport {
             core: self.id,
@@ -309,7 +335,11 @@ impl Worker {
     /// Passive observation: tells the health-check thread that a server failed.
     pub fn passive(&self, server: usize, kind: crate::control::PassiveKind) {
         let generation = self.snap.borrow().generation;
-        let _ = self.control.send(ControlMsg::Passive { generation, server, kind });
+        let _ = self.control.send(ControlMsg::Passive {
+            generation,
+            server,
+            kind,
+        });
     }
 
     pub fn conn_opened(&self) {
@@ -386,5 +416,6 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
 }
 
 pub fn peer_of(s: &TcpStream) -> SocketAddr {
-    s.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    s.peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }

@@ -73,7 +73,10 @@ pub fn cfg_in(dir: &Path, text: &str, subs: &[(&str, String)]) -> config::Config
         Ok(l) => l.config,
         Err(d) => {
             let msgs: Vec<String> = d.iter().map(|d| d.to_string()).collect();
-            panic!("configuration refused:\n{}\n--- text ---\n{text}", msgs.join("\n"))
+            panic!(
+                "configuration refused:\n{}\n--- text ---\n{text}",
+                msgs.join("\n")
+            )
         }
     }
 }
@@ -391,7 +394,8 @@ pub fn engine_bin(release: bool) -> PathBuf {
     cell.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace()).args(["build", "-p", "engine", "--bin", "engine"]);
+        cmd.current_dir(workspace())
+            .args(["build", "-p", "engine", "--bin", "engine"]);
         if release {
             cmd.arg("--release");
         }
@@ -434,7 +438,9 @@ pub fn free_port() -> u16 {
 pub fn listeners_on(port: u16) -> usize {
     let mut n = 0;
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(s) = std::fs::read_to_string(f) else { continue };
+        let Ok(s) = std::fs::read_to_string(f) else {
+            continue;
+        };
         for line in s.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() < 4 {

@@ -37,9 +37,18 @@ fn check_refused(r: &Running, o: &Origin, what: &str, req: &[u8], status: u16) -
     // Give a request that did leak a moment to arrive.
     std::thread::sleep(Duration::from_millis(30));
     if o.requests() != before {
-        errs.push(format!("{} request(s) reached the server", o.requests() - before));
+        errs.push(format!(
+            "{} request(s) reached the server",
+            o.requests() - before
+        ));
     }
-    (!errs.is_empty()).then(|| format!("{what}: request {:?}: {}", String::from_utf8_lossy(req), errs.join("; ")))
+    (!errs.is_empty()).then(|| {
+        format!(
+            "{what}: request {:?}: {}",
+            String::from_utf8_lossy(req),
+            errs.join("; ")
+        )
+    })
 }
 
 fn refused(r: &Running, o: &Origin, what: &str, req: &[u8], status: u16) {
@@ -53,7 +62,13 @@ fn all_refused(r: &Running, o: &Origin, cases: &[(&str, &[u8], u16)]) {
         .iter()
         .filter_map(|(what, req, status)| check_refused(r, o, what, req, *status))
         .collect();
-    assert!(errs.is_empty(), "{} of {} cases failed:\n{}", errs.len(), cases.len(), errs.join("\n"));
+    assert!(
+        errs.is_empty(),
+        "{} of {} cases failed:\n{}",
+        errs.len(),
+        cases.len(),
+        errs.join("\n")
+    );
 }
 
 fn malformed_requests_refused(driver: DriverChoice) {
@@ -108,7 +123,8 @@ fn malformed_requests_refused(driver: DriverChoice) {
     let mut c = conn(&r);
     assert_eq!(c.request("GET", "/", &[], b"").unwrap().status, 200);
     let before = o[0].requests();
-    c.send(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap();
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        .unwrap();
     let resp = c.read_response(false).expect("400 on the kept connection");
     assert_eq!(resp.status, 400);
     assert!(c.is_closed_within(Duration::from_secs(2)));
@@ -159,7 +175,10 @@ fn limits_414_431_413(driver: DriverChoice) {
     let r = start(Web::new(&[&o[0]]).tail(LIMITS).config(), driver);
     let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(2000));
     refused(&r, &o[0], "over-long target", long_target.as_bytes(), 414);
-    let big_head = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(8000));
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(8000)
+    );
     refused(&r, &o[0], "oversized head", big_head.as_bytes(), 431);
     let mut many = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
     for i in 0..40 {
@@ -167,8 +186,17 @@ fn limits_414_431_413(driver: DriverChoice) {
     }
     many.push_str("\r\n");
     refused(&r, &o[0], "too many headers", many.as_bytes(), 431);
-    let big_body = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n{}", "x".repeat(5000));
-    refused(&r, &o[0], "Content-Length past max_body_bytes", big_body.as_bytes(), 413);
+    let big_body = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n{}",
+        "x".repeat(5000)
+    );
+    refused(
+        &r,
+        &o[0],
+        "Content-Length past max_body_bytes",
+        big_body.as_bytes(),
+        413,
+    );
     // Just under the limits: served.
     let ok_target = format!("/echo{}", "a".repeat(900));
     assert_eq!(get(r.addr("web"), &ok_target).unwrap().status, 200);
@@ -177,7 +205,8 @@ fn limits_414_431_413(driver: DriverChoice) {
     assert_eq!(resp.status, 200, "a body of exactly max_body_bytes");
     // A chunked body that grows past max_body_bytes: 413 and closed.
     let mut c = conn(&r);
-    let mut req = b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut req =
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         req.extend_from_slice(b"190\r\n");
         req.extend_from_slice(&[b'y'; 400]);
@@ -185,29 +214,44 @@ fn limits_414_431_413(driver: DriverChoice) {
     }
     req.extend_from_slice(b"0\r\n\r\n");
     c.send(&req).unwrap();
-    let resp = c.read_response(false).expect("an answer to an oversized chunked body");
-    assert_eq!(resp.status, 413, "chunked body of 1200 bytes past max_body_bytes = 1000");
+    let resp = c
+        .read_response(false)
+        .expect("an answer to an oversized chunked body");
+    assert_eq!(
+        resp.status, 413,
+        "chunked body of 1200 bytes past max_body_bytes = 1000"
+    );
     assert!(c.is_closed_within(Duration::from_secs(2)));
 }
 
 fn head_timeout_408(driver: DriverChoice) {
     let o = origins(1);
     let r = start(
-        Web::new(&[&o[0]]).defaults("timeout_http_request = \"300ms\"\n").config(),
+        Web::new(&[&o[0]])
+            .defaults("timeout_http_request = \"300ms\"\n")
+            .config(),
         driver,
     );
     // Part of a head, then silence.
     let t0 = Instant::now();
-    let (raw, closed) = raw_exchange(r.addr("web"), b"GET / HTTP/1.1\r\nHost: a\r\n", Duration::from_secs(5));
+    let (raw, closed) = raw_exchange(
+        r.addr("web"),
+        b"GET / HTTP/1.1\r\nHost: a\r\n",
+        Duration::from_secs(5),
+    );
     let took = t0.elapsed();
     assert_eq!(status_of(&raw), 408, "{:?}", String::from_utf8_lossy(&raw));
     assert!(closed);
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "408 after {took:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "408 after {took:?}"
+    );
     // A head trickled byte by byte past the deadline: still 408 (the whole head must arrive
     // within the timeout, not each byte).
     let mut s = std::net::TcpStream::connect(r.addr("web")).unwrap();
     let t0 = Instant::now();
-    let req = b"GET /slow-trickle HTTP/1.1\r\nHost: a\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let req =
+        b"GET /slow-trickle HTTP/1.1\r\nHost: a\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let mut got_answer = false;
     for b in req.iter() {
         if s.write_all(&[*b]).is_err() {
@@ -221,7 +265,12 @@ fn head_timeout_408(driver: DriverChoice) {
     }
     let (raw, closed) = read_until_close(&mut s, Duration::from_secs(5));
     assert!(closed || got_answer);
-    assert_eq!(status_of(&raw), 408, "trickled head: {:?}", String::from_utf8_lossy(&raw));
+    assert_eq!(
+        status_of(&raw),
+        408,
+        "trickled head: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
     assert_eq!(o[0].requests(), 0, "nothing reached the server");
 }
 
@@ -229,15 +278,25 @@ fn malformed_server_response_502(driver: DriverChoice) {
     let bodies: &[(&str, &[u8])] = &[
         ("garbage status line", b"HTTP/1.1 abc\r\n\r\n"),
         ("not http", b"SSH-2.0-OpenSSH\r\n\r\n"),
-        ("differing Content-Length", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"),
-        ("bad chunk size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n"),
+        (
+            "differing Content-Length",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        ),
+        (
+            "bad chunk size",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+        ),
     ];
     for (what, bytes) in bodies {
         let bytes = bytes.to_vec();
         let srv = raw_server(move |s, _| {
             let _ = s.write_all(&bytes);
         });
-        let text = Web::new(&[]).text() + &format!("[[backend.server]]\nname = \"raw\"\naddress = \"{}\"\n", srv.addr);
+        let text = Web::new(&[]).text()
+            + &format!(
+                "[[backend.server]]\nname = \"raw\"\naddress = \"{}\"\n",
+                srv.addr
+            );
         let r = start(cfg(&text, &[]), driver);
         let mut c = conn(&r);
         let resp = c.request("GET", "/", &[], b"");
@@ -261,25 +320,45 @@ fn server_dies_mid_body_cut_response(driver: DriverChoice) {
     for mode in ["cl", "chunked"] {
         let mut c = conn(&r);
         let resp = c
-            .request("GET", &format!("/download?size=1000000&mode={mode}"), &[], b"")
+            .request(
+                "GET",
+                &format!("/download?size=1000000&mode={mode}"),
+                &[],
+                b"",
+            )
             .expect("the head arrives");
         assert_eq!(resp.status, 200, "mode={mode}");
         assert!(!resp.complete, "mode={mode}: a cut body, never a clean end");
         assert!(resp.body.len() < 1_000_000, "mode={mode}");
-        assert_eq!(&resp.body[..], &tools::pattern(resp.body.len())[..], "mode={mode}: bytes so far exact");
-        assert!(c.is_closed_within(Duration::from_secs(2)), "mode={mode}: closed");
+        assert_eq!(
+            &resp.body[..],
+            &tools::pattern(resp.body.len())[..],
+            "mode={mode}: bytes so far exact"
+        );
+        assert!(
+            c.is_closed_within(Duration::from_secs(2)),
+            "mode={mode}: closed"
+        );
     }
 }
 
 fn silent_server_504(driver: DriverChoice) {
     let o = origins(1);
     o[0].set_fault(Fault::Stall);
-    let r = start(Web::new(&[&o[0]]).defaults("timeout_server = \"300ms\"\n").config(), driver);
+    let r = start(
+        Web::new(&[&o[0]])
+            .defaults("timeout_server = \"300ms\"\n")
+            .config(),
+        driver,
+    );
     let mut c = conn(&r);
     let t0 = Instant::now();
     let resp = c.request("GET", "/", &[], b"").expect("an answer");
     let took = t0.elapsed();
     assert_eq!(resp.status, 504);
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "504 after {took:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "504 after {took:?}"
+    );
     assert_eq!(o[0].requests(), 1, "sent once, not replayed");
 }

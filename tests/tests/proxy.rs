@@ -32,12 +32,19 @@ fn keep_alive_both_sides(driver: DriverChoice) {
     // One client connection, many requests.
     let mut c = conn(&r);
     for i in 0..50 {
-        let resp = c.request("GET", "/login/index.php", &[], b"").expect("request");
+        let resp = c
+            .request("GET", "/login/index.php", &[], b"")
+            .expect("request");
         assert_eq!(resp.status, 200, "request {i}");
         assert_eq!(resp.header("x-node"), Some("s1"));
-        assert!(resp.header("connection").is_none_or(|v| !v.eq_ignore_ascii_case("close")));
+        assert!(resp
+            .header("connection")
+            .is_none_or(|v| !v.eq_ignore_ascii_case("close")));
     }
-    assert!(!c.is_closed_within(Duration::from_millis(50)), "client connection kept");
+    assert!(
+        !c.is_closed_within(Duration::from_millis(50)),
+        "client connection kept"
+    );
     assert_eq!(r.connections(), 1, "one client connection open");
     // Many client connections, a few requests each.
     for _ in 0..20 {
@@ -79,7 +86,11 @@ fn pipelining_in_order(driver: DriverChoice) {
     assert_eq!(h.header("content-length"), Some("77"));
     let e = c.read_response(false).unwrap();
     assert_eq!(e.status, 200);
-    assert!(e.text().starts_with("GET /echo/last HTTP/1.1\r\n"), "{}", e.text());
+    assert!(
+        e.text().starts_with("GET /echo/last HTTP/1.1\r\n"),
+        "{}",
+        e.text()
+    );
     assert_eq!(o[0].requests(), 5);
 }
 
@@ -103,14 +114,24 @@ fn download_10mib_three_framings(driver: DriverChoice) {
         ("close", Framing::Chunked),
     ] {
         let resp = c
-            .request("GET", &format!("/download?size={TEN_MIB}&mode={mode}"), &[], b"")
+            .request(
+                "GET",
+                &format!("/download?size={TEN_MIB}&mode={mode}"),
+                &[],
+                b"",
+            )
             .expect("download");
         assert_eq!(resp.status, 200, "mode={mode}");
         assert!(resp.complete, "mode={mode}: complete body");
-        assert_eq!(resp.framing, want, "mode={mode}: framing towards the client");
+        assert_eq!(
+            resp.framing, want,
+            "mode={mode}: framing towards the client"
+        );
         check_pattern(&resp.body, TEN_MIB, &format!("mode={mode}"));
         // the client connection survives every framing, including close-delimited
-        let next = c.request("GET", "/", &[], b"").expect("request after the download");
+        let next = c
+            .request("GET", "/", &[], b"")
+            .expect("request after the download");
         assert_eq!(next.status, 200, "keep-alive after mode={mode}");
     }
 }
@@ -119,11 +140,19 @@ fn upload_10mib_cl_and_chunked(driver: DriverChoice) {
     let o = origins(1);
     let r = start(Web::new(&[&o[0]]).config(), driver);
     let body = tools::pattern(TEN_MIB);
-    let want = format!("len={} sha256={}", TEN_MIB, hex::encode(Sha256::digest(&body)));
+    let want = format!(
+        "len={} sha256={}",
+        TEN_MIB,
+        hex::encode(Sha256::digest(&body))
+    );
     let mut c = conn(&r);
     c.set_timeout(Duration::from_secs(30));
     let resp = c.request("POST", "/upload", &[], &body).expect("CL upload");
-    assert_eq!((resp.status, resp.text()), (200, want.clone()), "Content-Length upload");
+    assert_eq!(
+        (resp.status, resp.text()),
+        (200, want.clone()),
+        "Content-Length upload"
+    );
     // chunked, chunks of uneven sizes
     let mut enc = Vec::with_capacity(TEN_MIB + 4096);
     let mut off = 0;
@@ -153,11 +182,17 @@ fn close_delimited_to_http10_client(driver: DriverChoice) {
         let size = 300_000;
         let req = format!("GET /download?size={size}&mode={mode} HTTP/1.0\r\nHost: a\r\n\r\n");
         let (raw, closed) = raw_exchange(r.addr("web"), req.as_bytes(), Duration::from_secs(10));
-        assert!(closed, "mode={mode}: the engine closes after a close-delimited body");
+        assert!(
+            closed,
+            "mode={mode}: the engine closes after a close-delimited body"
+        );
         let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
         let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
         assert_eq!(status_of(&raw), 200, "{head}");
-        assert!(!head.contains("transfer-encoding"), "mode={mode}: no chunked to HTTP/1.0: {head}");
+        assert!(
+            !head.contains("transfer-encoding"),
+            "mode={mode}: no chunked to HTTP/1.0: {head}"
+        );
         assert!(!head.contains("content-length"), "mode={mode}: {head}");
         check_pattern(&raw[end..], size, &format!("HTTP/1.0 mode={mode}"));
     }
@@ -178,10 +213,14 @@ fn http10_keep_alive_and_host(driver: DriverChoice) {
     // a Host is added towards the server for an HTTP/1.0 request without one
     let echoed = &text[text.find("\r\n\r\n").unwrap() + 4..];
     assert!(echoed.starts_with("GET /echo HTTP/1.1\r\n"), "{echoed}");
-    assert!(echoed.to_ascii_lowercase().contains("\r\nhost: "), "{echoed}");
+    assert!(
+        echoed.to_ascii_lowercase().contains("\r\nhost: "),
+        "{echoed}"
+    );
     // HTTP/1.0 asking for keep-alive, with a Content-Length response: kept.
     let mut s = TcpStream::connect(r.addr("web")).unwrap();
-    s.write_all(b"GET /status?code=200 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    s.write_all(b"GET /status?code=200 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
     let mut c_head = Vec::new();
     let mut b = [0u8; 4096];
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -193,9 +232,13 @@ fn http10_keep_alive_and_host(driver: DriverChoice) {
     let head = String::from_utf8_lossy(&c_head).to_ascii_lowercase();
     assert!(head.contains("connection: keep-alive"), "{head}");
     assert!(head.contains("content-length: 11"), "{head}");
-    s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
     let n = s.read(&mut b).expect("second response");
-    assert!(n > 0 && status_of(&b[..n]) == 200, "second request on the kept HTTP/1.0 connection");
+    assert!(
+        n > 0 && status_of(&b[..n]) == 200,
+        "second request on the kept HTTP/1.0 connection"
+    );
 }
 
 fn bodyless_responses(driver: DriverChoice) {
@@ -204,7 +247,12 @@ fn bodyless_responses(driver: DriverChoice) {
     let mut c = conn(&r);
     for mode in ["cl", "chunked", "close"] {
         let h = c
-            .request("HEAD", &format!("/download?size=5000&mode={mode}"), &[], b"")
+            .request(
+                "HEAD",
+                &format!("/download?size=5000&mode={mode}"),
+                &[],
+                b"",
+            )
             .unwrap();
         assert_eq!(h.status, 200, "HEAD mode={mode}");
         assert!(h.body.is_empty());
@@ -214,12 +262,21 @@ fn bodyless_responses(driver: DriverChoice) {
         }
     }
     let h = c.request("HEAD", "/download?size=5000", &[], b"").unwrap();
-    assert_eq!(h.header("content-length"), Some("5000"), "HEAD keeps Content-Length");
+    assert_eq!(
+        h.header("content-length"),
+        Some("5000"),
+        "HEAD keeps Content-Length"
+    );
     for code in [204, 304] {
-        let resp = c.request("GET", &format!("/status?code={code}"), &[], b"").unwrap();
+        let resp = c
+            .request("GET", &format!("/status?code={code}"), &[], b"")
+            .unwrap();
         assert_eq!(resp.status, code);
         assert!(resp.body.is_empty());
-        assert!(resp.header("transfer-encoding").is_none(), "{code}: no chunked framing");
+        assert!(
+            resp.header("transfer-encoding").is_none(),
+            "{code}: no chunked framing"
+        );
     }
     // Nothing stray on the connection: the next response parses and is the right one.
     let resp = c.request("GET", "/status?code=202", &[], b"").unwrap();
@@ -231,18 +288,26 @@ fn expect_100_continue(driver: DriverChoice) {
     let o = origins(1);
     let r = start(Web::new(&[&o[0]]).config(), driver);
     let mut c = conn(&r);
-    c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n")
-        .unwrap();
+    c.send(
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
     // The 100 arrives before any body byte is sent.
     let mut got = Vec::new();
     let mut b = [0u8; 1024];
-    c.stream().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = c.stream().read(&mut b).expect("interim response");
         assert!(n > 0, "closed before 100 Continue");
         got.extend_from_slice(&b[..n]);
     }
-    assert!(got.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
     assert!(
         got.ends_with(b"\r\n\r\n"),
         "nothing but the 100 before the body: {}",
@@ -299,15 +364,28 @@ fn hop_by_hop_request_headers(driver: DriverChoice) {
     for gone in ["x-secret", "keep-alive", "te", "proxy-connection"] {
         assert_eq!(count(gone), 0, "{gone} must not reach the server:\n{head}");
     }
-    assert!(!lower.contains("connection: keep-alive, x-secret"), "{head}");
-    assert_eq!(count("transfer-encoding"), 1, "one framing header of the engine's own:\n{head}");
+    assert!(
+        !lower.contains("connection: keep-alive, x-secret"),
+        "{head}"
+    );
+    assert_eq!(
+        count("transfer-encoding"),
+        1,
+        "one framing header of the engine's own:\n{head}"
+    );
     assert_eq!(count("x-forwarded-for"), 1, "{head}");
-    assert!(lower.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"), "XFF replaced:\n{head}");
+    assert!(
+        lower.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "XFF replaced:\n{head}"
+    );
     assert!(!lower.contains("6.6.6.6"), "{head}");
     assert_eq!(count("x-forwarded-proto"), 1, "{head}");
     assert!(lower.contains("\r\nx-forwarded-proto: https\r\n"), "{head}");
     assert_eq!(count("x-custom"), 1, "{head}");
-    assert!(lower.contains("\r\nx-custom: from-lb\r\n"), "set_headers replaces:\n{head}");
+    assert!(
+        lower.contains("\r\nx-custom: from-lb\r\n"),
+        "set_headers replaces:\n{head}"
+    );
     assert!(lower.contains("\r\nx-end-to-end: kept\r\n"), "{head}");
     assert_eq!(&text[head_end..], "hello", "decoded body");
 }
@@ -320,17 +398,32 @@ fn hop_by_hop_response_headers(driver: DriverChoice) {
         );
     });
     let text = Web::new(&[]).text()
-        + &format!("[[backend.server]]\nname = \"raw\"\naddress = \"{}\"\n", srv.addr);
+        + &format!(
+            "[[backend.server]]\nname = \"raw\"\naddress = \"{}\"\n",
+            srv.addr
+        );
     let r = start(cfg(&text, &[]), driver);
     let mut c = conn(&r);
     let resp = c.request("GET", "/", &[], b"").unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "ok");
-    for gone in ["x-private", "keep-alive", "proxy-connection", "upgrade", "trailer"] {
-        assert!(resp.header(gone).is_none(), "{gone} must not reach the client: {:?}", resp.headers);
+    for gone in [
+        "x-private",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "trailer",
+    ] {
+        assert!(
+            resp.header(gone).is_none(),
+            "{gone} must not reach the client: {:?}",
+            resp.headers
+        );
     }
     assert!(
-        resp.headers_all("connection").iter().all(|v| !v.to_ascii_lowercase().contains("x-private")),
+        resp.headers_all("connection")
+            .iter()
+            .all(|v| !v.to_ascii_lowercase().contains("x-private")),
         "{:?}",
         resp.headers
     );
@@ -348,8 +441,12 @@ fn websocket_tunnel(driver: DriverChoice) {
     .unwrap();
     let resp = c.read_response(false).unwrap();
     assert_eq!(resp.status, 101);
-    assert!(resp.header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")));
-    assert!(resp.header("connection").is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")));
+    assert!(resp
+        .header("upgrade")
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket")));
+    assert!(resp
+        .header("connection")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")));
     let mut got = c.take_buffered();
     let s = c.stream();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -375,17 +472,29 @@ fn pooled_connection_closed_by_server(driver: DriverChoice) {
     let r = start(Web::new(&[&o[0]]).config(), driver);
     let mut c = conn(&r);
     for round in 0..5 {
-        assert_eq!(c.request("GET", "/", &[], b"").unwrap().status, 200, "round {round}");
+        assert_eq!(
+            c.request("GET", "/", &[], b"").unwrap().status,
+            200,
+            "round {round}"
+        );
         // The server closes its idle keep-alive connections (the pooled ones).
         o[0].set_fault(Fault::Refuse);
         o[0].set_fault(Fault::None);
-        let g = c.request("GET", "/login/index.php", &[], b"").expect("GET after the close");
-        assert_eq!(g.status, 200, "round {round}: GET on a closed pooled connection");
+        let g = c
+            .request("GET", "/login/index.php", &[], b"")
+            .expect("GET after the close");
+        assert_eq!(
+            g.status, 200,
+            "round {round}: GET on a closed pooled connection"
+        );
         o[0].set_fault(Fault::Refuse);
         o[0].set_fault(Fault::None);
         let p = c
             .request("POST", "/upload", &[], b"not idempotent")
             .expect("POST after the close");
-        assert_eq!(p.status, 200, "round {round}: POST on a closed pooled connection");
+        assert_eq!(
+            p.status, 200,
+            "round {round}: POST on a closed pooled connection"
+        );
     }
 }

@@ -69,7 +69,12 @@ impl Default for ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
-        ChunkedDecoder { state: State::Size, remaining: 0, line: Vec::new(), total: 0 }
+        ChunkedDecoder {
+            state: State::Size,
+            remaining: 0,
+            line: Vec::new(),
+            total: 0,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -105,7 +110,11 @@ impl ChunkedDecoder {
                     if self.remaining == 0 {
                         self.state = State::DataCr;
                     }
-                    return Ok(Step { consumed: i, data: start..i, done: false });
+                    return Ok(Step {
+                        consumed: i,
+                        data: start..i,
+                        done: false,
+                    });
                 }
                 State::DataCr => {
                     if buf[i] != b'\r' {
@@ -129,7 +138,11 @@ impl ChunkedDecoder {
                         let line = line.strip_suffix(b"\r").ok_or(ChunkError::BadTrailer)?;
                         if line.is_empty() {
                             self.state = State::Done;
-                            return Ok(Step { consumed: i, data: i..i, done: true });
+                            return Ok(Step {
+                                consumed: i,
+                                data: i..i,
+                                done: true,
+                            });
                         }
                         // A trailer field: name ":" value, no obs-fold.
                         let colon = line.iter().position(|&c| c == b':');
@@ -148,11 +161,19 @@ impl ChunkedDecoder {
                     }
                 }
                 State::Done => {
-                    return Ok(Step { consumed: i, data: i..i, done: true });
+                    return Ok(Step {
+                        consumed: i,
+                        data: i..i,
+                        done: true,
+                    });
                 }
             }
         }
-        Ok(Step { consumed: i, data: i..i, done: self.state == State::Done })
+        Ok(Step {
+            consumed: i,
+            data: i..i,
+            done: self.state == State::Done,
+        })
     }
 
     fn finish_size_line(&mut self) -> Result<(), ChunkError> {
@@ -170,7 +191,10 @@ impl ChunkedDecoder {
         let rest = &line[digits..];
         if !rest.is_empty() {
             // Extensions: optional whitespace then ';'. Nothing else may follow the digits.
-            let r = rest.iter().skip_while(|&&c| c == b' ' || c == b'\t').collect::<Vec<_>>();
+            let r = rest
+                .iter()
+                .skip_while(|&&c| c == b' ' || c == b'\t')
+                .collect::<Vec<_>>();
             if r.first() != Some(&&b';') {
                 return Err(ChunkError::BadSize);
             }
@@ -272,13 +296,20 @@ mod tests {
             b"1234567890abcdef0\r\n",
             b"5\nhello\r\n0\r\n\r\n",
         ] {
-            assert!(decode_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode_all(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn refuses_missing_crlf_after_data() {
-        assert_eq!(decode_all(b"5\r\nhelloX\r\n0\r\n\r\n"), Err(ChunkError::BadDelimiter));
+        assert_eq!(
+            decode_all(b"5\r\nhelloX\r\n0\r\n\r\n"),
+            Err(ChunkError::BadDelimiter)
+        );
     }
 
     #[test]

@@ -104,7 +104,12 @@ impl Method {
     pub fn is_idempotent(self) -> bool {
         matches!(
             self,
-            Method::Get | Method::Head | Method::Put | Method::Delete | Method::Options | Method::Trace
+            Method::Get
+                | Method::Head
+                | Method::Put
+                | Method::Delete
+                | Method::Options
+                | Method::Trace
         )
     }
 }
@@ -177,7 +182,11 @@ impl RequestHead {
     /// The request line as sent (method SP target SP version), for the log.
     pub fn request_line(&self, buf: &[u8]) -> String {
         let start = self.method_span.0 as usize;
-        let line_end = buf[start..].iter().position(|&c| c == b'\r').map(|p| start + p).unwrap_or(start);
+        let line_end = buf[start..]
+            .iter()
+            .position(|&c| c == b'\r')
+            .map(|p| start + p)
+            .unwrap_or(start);
         String::from_utf8_lossy(&buf[start..line_end]).into_owned()
     }
 }
@@ -251,7 +260,9 @@ pub fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter().enumerate().any(|(i, &c)| c == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    head.iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 fn parse_content_length(v: &[u8], current: &mut Option<u64>) -> Result<(), ()> {
@@ -260,7 +271,10 @@ fn parse_content_length(v: &[u8], current: &mut Option<u64>) -> Result<(), ()> {
         if t.is_empty() || t.len() > 19 || !t.iter().all(u8::is_ascii_digit) {
             return Err(());
         }
-        let n: u64 = std::str::from_utf8(t).map_err(|_| ())?.parse().map_err(|_| ())?;
+        let n: u64 = std::str::from_utf8(t)
+            .map_err(|_| ())?
+            .parse()
+            .map_err(|_| ())?;
         match current {
             Some(c) if *c != n => return Err(()),
             _ => *current = Some(n),
@@ -278,7 +292,11 @@ fn valid_host(h: &[u8]) -> bool {
         match h.iter().position(|&c| c == b']') {
             Some(p) => {
                 let inner = &h[1..p];
-                if inner.is_empty() || !inner.iter().all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.') {
+                if inner.is_empty()
+                    || !inner
+                        .iter()
+                        .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+                {
                     return false;
                 }
                 (&h[..=p], &h[p + 1..])
@@ -301,7 +319,9 @@ fn valid_host(h: &[u8]) -> bool {
         return true;
     }
     !host.is_empty()
-        && host.iter().all(|&c| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&c))
+        && host
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&c))
 }
 
 fn valid_target(t: &[u8], method: Method) -> bool {
@@ -317,7 +337,9 @@ fn valid_target(t: &[u8], method: Method) -> bool {
         _ => {
             // absolute-form (http://host/path) or authority-form for CONNECT.
             method == Method::Connect
-                || t.len() > 7 && (t[..7].eq_ignore_ascii_case(b"http://") || t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://"))
+                || t.len() > 7
+                    && (t[..7].eq_ignore_ascii_case(b"http://")
+                        || t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://"))
         }
     }
 }
@@ -336,16 +358,20 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
         return Ok(None);
     }
     let window = &data[..data.len().min(limits.max_head_bytes)];
-    let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+        [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut heap: Vec<MaybeUninit<httparse::Header<'_>>>;
     let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS {
         &mut stack[..limits.max_headers]
     } else {
-        heap = (0..limits.max_headers).map(|_| MaybeUninit::uninit()).collect();
+        heap = (0..limits.max_headers)
+            .map(|_| MaybeUninit::uninit())
+            .collect();
         &mut heap[..]
     };
     let mut req = httparse::Request::new(&mut []);
-    let status = httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, window, slots);
+    let status = httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, window, slots);
     let head_len = match status {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
@@ -378,7 +404,10 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
     let method_s = req.method.ok_or(RequestError::Malformed)?;
     let target_s = req.path.ok_or(RequestError::Malformed)?;
     let minor = req.version.ok_or(RequestError::Malformed)?;
-    if !method_s.bytes().all(|c| is_tchar(c) && !c.is_ascii_lowercase()) {
+    if !method_s
+        .bytes()
+        .all(|c| is_tchar(c) && !c.is_ascii_lowercase())
+    {
         return Err(RequestError::Malformed);
     }
     let method = Method::from_bytes(method_s.as_bytes());
@@ -400,7 +429,11 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
-        let mut f = Field { name: span(buf, name), value: span(buf, value), drop: false };
+        let mut f = Field {
+            name: span(buf, name),
+            value: span(buf, value),
+            drop: false,
+        };
         if eq_ic(name, b"host") {
             if host.is_some() {
                 return Err(RequestError::RepeatedHost);
@@ -411,7 +444,8 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
             }
             host = Some(span(buf, v));
         } else if eq_ic(name, b"content-length") {
-            parse_content_length(value, &mut content_length).map_err(|_| RequestError::BadContentLength)?;
+            parse_content_length(value, &mut content_length)
+                .map_err(|_| RequestError::BadContentLength)?;
             f.drop = true; // re-emitted by the proxy from the validated value
         } else if eq_ic(name, b"transfer-encoding") {
             f.drop = true;
@@ -422,7 +456,11 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
                 }
                 if eq_ic(t, b"chunked") {
                     chunked = true;
-                } else if eq_ic(t, b"gzip") || eq_ic(t, b"deflate") || eq_ic(t, b"compress") || eq_ic(t, b"x-gzip") {
+                } else if eq_ic(t, b"gzip")
+                    || eq_ic(t, b"deflate")
+                    || eq_ic(t, b"compress")
+                    || eq_ic(t, b"x-gzip")
+                {
                     // Known coding, but not last: handled by the chunked-last rule below.
                 } else {
                     return Err(RequestError::UnknownCoding);
@@ -478,7 +516,10 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
     if !named.is_empty() {
         for f in fields.iter_mut() {
             let n = f.name(buf);
-            if named.iter().any(|&(a, b)| eq_ic(&buf[a as usize..b as usize], n)) {
+            if named
+                .iter()
+                .any(|&(a, b)| eq_ic(&buf[a as usize..b as usize], n))
+            {
                 f.drop = true;
             }
         }
@@ -515,12 +556,15 @@ pub fn parse_response(
     limits: &HeadLimits,
 ) -> Result<Option<ResponseHead>, ResponseError> {
     let window = &buf[..buf.len().min(limits.max_head_bytes)];
-    let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+        [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut heap: Vec<MaybeUninit<httparse::Header<'_>>>;
     let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS {
         &mut stack[..limits.max_headers]
     } else {
-        heap = (0..limits.max_headers).map(|_| MaybeUninit::uninit()).collect();
+        heap = (0..limits.max_headers)
+            .map(|_| MaybeUninit::uninit())
+            .collect();
         &mut heap[..]
     };
     let mut resp = httparse::Response::new(&mut []);
@@ -541,7 +585,11 @@ pub fn parse_response(
     let code = resp.code.ok_or(ResponseError::Malformed)?;
     let minor = resp.version.ok_or(ResponseError::Malformed)?;
     let reason = resp.reason.unwrap_or("");
-    let reason_span = if reason.is_empty() { (0, 0) } else { span(buf, reason.as_bytes()) };
+    let reason_span = if reason.is_empty() {
+        (0, 0)
+    } else {
+        span(buf, reason.as_bytes())
+    };
     let mut fields = Vec::with_capacity(resp.headers.len());
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -550,9 +598,14 @@ pub fn parse_response(
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
-        let mut f = Field { name: span(buf, name), value: span(buf, value), drop: false };
+        let mut f = Field {
+            name: span(buf, name),
+            value: span(buf, value),
+            drop: false,
+        };
         if eq_ic(name, b"content-length") {
-            parse_content_length(value, &mut content_length).map_err(|_| ResponseError::BadContentLength)?;
+            parse_content_length(value, &mut content_length)
+                .map_err(|_| ResponseError::BadContentLength)?;
             f.drop = true;
         } else if eq_ic(name, b"transfer-encoding") {
             f.drop = true;
@@ -588,7 +641,11 @@ pub fn parse_response(
     if !named.is_empty() {
         for f in fields.iter_mut() {
             let n = f.name(buf);
-            if named.iter().any(|&(a, b)| eq_ic(&buf[a as usize..b as usize], n)) && !(code == 101 && eq_ic(n, b"upgrade")) {
+            if named
+                .iter()
+                .any(|&(a, b)| eq_ic(&buf[a as usize..b as usize], n))
+                && !(code == 101 && eq_ic(n, b"upgrade"))
+            {
                 f.drop = true;
             }
         }
@@ -613,14 +670,26 @@ pub fn parse_response(
         // §6.3: TE overrides CL; the connection is closed afterwards.
         conn.close = true;
     }
-    Ok(Some(ResponseHead { status: code, minor, fields, head_len, body, conn, reason: reason_span }))
+    Ok(Some(ResponseHead {
+        status: code,
+        minor,
+        fields,
+        head_len,
+        body,
+        conn,
+        reason: reason_span,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const L: HeadLimits = HeadLimits { max_head_bytes: 16384, max_target_bytes: 8192, max_headers: 100 };
+    const L: HeadLimits = HeadLimits {
+        max_head_bytes: 16384,
+        max_target_bytes: 8192,
+        max_headers: 100,
+    };
 
     fn req(s: &str) -> Result<Option<RequestHead>, RequestError> {
         parse_request(s.as_bytes(), &L)
@@ -628,7 +697,9 @@ mod tests {
 
     #[test]
     fn simple_get() {
-        let r = req("GET /a?b=1 HTTP/1.1\r\nHost: x.example:8080\r\nAccept: */*\r\n\r\n").unwrap().unwrap();
+        let r = req("GET /a?b=1 HTTP/1.1\r\nHost: x.example:8080\r\nAccept: */*\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.method, Method::Get);
         assert_eq!(r.minor, 1);
         assert_eq!(r.body, BodyLen::None);
@@ -647,11 +718,17 @@ mod tests {
 
     #[test]
     fn framing() {
-        let r = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap();
+        let r = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.body, BodyLen::Length(5));
-        let r = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n").unwrap().unwrap();
+        let r = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.body, BodyLen::Length(5));
-        let r = req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap().unwrap();
+        let r = req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.body, BodyLen::Chunked);
     }
 
@@ -713,7 +790,12 @@ mod tests {
     fn hop_by_hop_marked() {
         let s = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Ok: 1\r\n\r\n";
         let r = parse_request(s, &L).unwrap().unwrap();
-        let kept: Vec<&[u8]> = r.fields.iter().filter(|f| !f.drop).map(|f| f.name(s)).collect();
+        let kept: Vec<&[u8]> = r
+            .fields
+            .iter()
+            .filter(|f| !f.drop)
+            .map(|f| f.name(s))
+            .collect();
         assert_eq!(kept, vec![&b"Host"[..], &b"X-Ok"[..]]);
         assert!(!r.client_keep_alive());
     }
@@ -722,7 +804,9 @@ mod tests {
     fn http10_keep_alive() {
         let r = req("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!r.client_keep_alive());
-        let r = req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap();
+        let r = req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(r.client_keep_alive());
     }
 
@@ -751,24 +835,55 @@ mod tests {
 
     #[test]
     fn responses() {
-        let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", false).unwrap().unwrap();
+        let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.body, BodyLen::Length(10));
         assert!(r.server_keep_alive());
-        let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true).unwrap().unwrap();
+        let r = resp("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.body, BodyLen::None);
-        let r = resp("HTTP/1.1 204 No Content\r\n\r\n", false).unwrap().unwrap();
+        let r = resp("HTTP/1.1 204 No Content\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.body, BodyLen::None);
-        let r = resp("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", false).unwrap().unwrap();
+        let r = resp(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.body, BodyLen::None);
         let r = resp("HTTP/1.1 200 OK\r\n\r\n", false).unwrap().unwrap();
         assert_eq!(r.body, BodyLen::Close);
         assert!(!r.server_keep_alive());
-        let r = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap().unwrap();
+        let r = resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.body, BodyLen::Chunked);
-        let r = resp("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap().unwrap();
+        let r = resp("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert!(!r.server_keep_alive());
-        assert_eq!(resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).err(), Some(ResponseError::BadContentLength));
-        assert_eq!(resp("HTTP/1.1 2000 OK\r\n\r\n", false).err(), Some(ResponseError::Malformed));
-        assert_eq!(resp("garbage\r\n\r\n", false).err(), Some(ResponseError::Malformed));
+        assert_eq!(
+            resp(
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            )
+            .err(),
+            Some(ResponseError::BadContentLength)
+        );
+        assert_eq!(
+            resp("HTTP/1.1 2000 OK\r\n\r\n", false).err(),
+            Some(ResponseError::Malformed)
+        );
+        assert_eq!(
+            resp("garbage\r\n\r\n", false).err(),
+            Some(ResponseError::Malformed)
+        );
     }
 }

@@ -4,7 +4,9 @@
 pub mod chunked;
 pub mod head;
 
-pub use head::{BodyLen, HeadLimits, Method, RequestError, RequestHead, ResponseError, ResponseHead};
+pub use head::{
+    BodyLen, HeadLimits, Method, RequestError, RequestHead, ResponseError, ResponseHead,
+};
 
 /// Reason phrases for the statuses the engine produces itself.
 pub fn reason(status: u16) -> &'static str {
@@ -51,7 +53,12 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// A complete small response produced by the engine itself (errors, redirects).
-pub fn simple_response(status: u16, extra_headers: &[(&str, &str)], body: &str, close: bool) -> Vec<u8> {
+pub fn simple_response(
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    body: &str,
+    close: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + body.len());
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(&mut out, status as u64);
@@ -127,7 +134,9 @@ mod tests {
     fn simple() {
         let r = simple_response(301, &[("Location", "https://a/b")], "", false);
         let s = String::from_utf8(r).unwrap();
-        assert!(s.starts_with("HTTP/1.1 301 Moved Permanently\r\nLocation: https://a/b\r\nContent-Length: 0\r\n"));
+        assert!(s.starts_with(
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: https://a/b\r\nContent-Length: 0\r\n"
+        ));
         assert!(s.ends_with("\r\n\r\n"));
     }
 }
