@@ -138,8 +138,8 @@ pub struct RedirectHttps {
     pub code: u16,
     /// Requests whose path starts with one of these go to the backend.
     pub except_prefixes: Vec<String>,
-    /// The port in the Location (our addition). Default: the port of the first TLS
-    /// frontend's first address; 443 is left out of the Location.
+    /// The port in the Location (our addition). Default none: the Location names the
+    /// host alone (port 443); the Host's own port is never kept.
     pub port: Option<u16>,
 }
 

@@ -337,9 +337,19 @@ impl Ctx<'_> {
 
 /// Parses an "ip:port" the operator wrote; on failure (message, fix).
 pub(crate) fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr, (String, String)> {
+    parse_addr_opts(s, default_port, false)
+}
+
+/// Like [`parse_addr`]; `listen`: port 0 is allowed (the system picks a free port, which
+/// every core then shares; for tests and tools).
+pub(crate) fn parse_addr_opts(
+    s: &str,
+    default_port: u16,
+    listen: bool,
+) -> Result<SocketAddr, (String, String)> {
     let t = s.trim();
     if let Ok(a) = t.parse::<SocketAddr>() {
-        if a.port() == 0 {
+        if a.port() == 0 && !listen {
             return Err((
                 format!("\"{s}\" has port 0"),
                 format!(
@@ -402,6 +412,10 @@ pub(crate) fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr, (Stri
 
 /// Two listening addresses that cannot both be bound (same port, one is the wildcard).
 fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+    if a.port() == 0 || b.port() == 0 {
+        // Port 0: each bind gets a port of its own.
+        return false;
+    }
     a == b
         || (a.port() == b.port()
             && a.is_ipv4() == b.is_ipv4()
@@ -661,7 +675,7 @@ fn validate_global(g: Option<&RawGlobal>, cx: &mut Ctx) -> Global {
             .map(|s| cx.resolve(&s));
     }
     if let Some(v) = &g.stats {
-        match parse_addr(v.get_ref(), 8404) {
+        match parse_addr_opts(v.get_ref(), 8404, true) {
             Ok(a) => out.stats = Some(a),
             Err((m, f)) => cx.err(&v.span(), fld("global", "stats"), m, f),
         }
@@ -871,7 +885,7 @@ fn validate_frontend(
         Some(b) => {
             let default_port = if rf.tls.is_some() { 443 } else { 80 };
             for a in b.get_ref() {
-                match parse_addr(a.get_ref(), default_port) {
+                match parse_addr_opts(a.get_ref(), default_port, true) {
                     Ok(addr) => {
                         bind.push(addr);
                         binds.push((addr, index, label.to_owned(), a.span()));

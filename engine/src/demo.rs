@@ -43,7 +43,7 @@ dontlognull = true
 name = "http"
 bind = ["127.0.0.1:{http}"]
 backend = "moodle"
-redirect_https = {{ code = 301, except_prefixes = ["/.well-known/acme-challenge/"] }}
+redirect_https = {{ code = 301, except_prefixes = ["/.well-known/acme-challenge/"], port = {https} }}
 
 [[frontend]]
 name = "https"

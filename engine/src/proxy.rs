@@ -48,6 +48,7 @@ pub trait ClientIo: AsyncReadRent + AsyncWriteRent + monoio::io::Split + 'static
         w: &Worker,
         buf: Vec<u8>,
         expire_ticks: u64,
+        hold: bool,
     ) -> impl Future<Output = Idle>;
 }
 
@@ -60,42 +61,51 @@ pub enum Idle {
 }
 
 impl ClientIo for TcpStream {
-    async fn idle_read(&mut self, w: &Worker, buf: Vec<u8>, expire_ticks: u64) -> Idle {
-        let buf = if buf.capacity() == 0 {
-            w.get_buf()
-        } else {
-            buf
-        };
-        let (key, h) = w.idle.register(HOLD_TICKS, expire_ticks);
-        let (r, buf) = self.cancelable_read(buf, h).await;
-        let age = w.idle.age(key);
-        let wake = w.idle.remove(key);
-        match r {
-            Ok(0) => {
-                w.put_buf(buf);
-                return Idle::Eof;
+    async fn idle_read(&mut self, w: &Worker, buf: Vec<u8>, expire_ticks: u64, hold: bool) -> Idle {
+        let mut age = 0;
+        let mut buf = buf;
+        if hold {
+            // Keep the buffer for a short while after a response: most next requests come
+            // soon, and a read straight into it costs nothing extra.
+            let b = if buf.capacity() == 0 {
+                w.get_buf()
+            } else {
+                buf
+            };
+            let (key, h) = w.idle.register(HOLD_TICKS, expire_ticks);
+            let (r, b) = self.cancelable_read(b, h).await;
+            age = w.idle.age(key);
+            let wake = w.idle.remove(key);
+            match r {
+                Ok(0) => {
+                    w.put_buf(b);
+                    return Idle::Eof;
+                }
+                Ok(_) => return Idle::Ready(b),
+                Err(_) => {}
             }
-            Ok(_) => return Idle::Ready(buf),
-            Err(_) => {}
-        }
-        match wake {
-            Wake::Demote => {}
-            Wake::Expired => {
-                w.put_buf(buf);
-                return Idle::Expired;
+            match wake {
+                Wake::Demote => {}
+                Wake::Expired => {
+                    w.put_buf(b);
+                    return Idle::Expired;
+                }
+                Wake::Stop => {
+                    w.put_buf(b);
+                    return Idle::Stopped;
+                }
+                Wake::Pending => {
+                    w.put_buf(b);
+                    return Idle::Eof;
+                }
             }
-            Wake::Stop => {
-                w.put_buf(buf);
-                return Idle::Stopped;
-            }
-            Wake::Pending => {
-                w.put_buf(buf);
-                return Idle::Eof;
-            }
+            buf = b;
         }
         // Give the buffer back and wait without one: a zero-length receive completes
         // when data (or EOF) arrives.
-        w.put_buf(buf);
+        if buf.capacity() > 0 {
+            w.put_buf(buf);
+        }
         let (key, h) = w.idle.register(0, expire_ticks.saturating_sub(age));
         let (r, _) = self.cancelable_read(Vec::<u8>::new(), h).await;
         let wake = w.idle.remove(key);
@@ -109,7 +119,13 @@ impl ClientIo for TcpStream {
 }
 
 impl ClientIo for monoio_rustls::ServerTlsStream<TcpStream> {
-    async fn idle_read(&mut self, w: &Worker, buf: Vec<u8>, expire_ticks: u64) -> Idle {
+    async fn idle_read(
+        &mut self,
+        w: &Worker,
+        buf: Vec<u8>,
+        expire_ticks: u64,
+        _hold: bool,
+    ) -> Idle {
         let buf = if buf.capacity() == 0 {
             w.get_buf()
         } else {
@@ -205,20 +221,29 @@ pub async fn serve_accepted(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: S
     let Some(front) = snap.frontends.get(fe) else {
         return;
     };
-    if let Some(t) = &front.tls {
-        let acceptor = w.tls.borrow().get(fe).cloned().flatten();
-        let Some(acc) = acceptor else { return };
-        match monoio::time::timeout(t.handshake_timeout, acc.accept(stream)).await {
-            Ok(Ok(tls)) => serve(w, fe, tls, peer, true).await,
-            Ok(Err(e)) => {
-                tracing::info!(client = %peer, frontend = %front.name, "TLS handshake failed: {e}")
-            }
-            Err(_) => {
-                tracing::info!(client = %peer, frontend = %front.name, "TLS handshake timed out")
-            }
-        }
+    if front.tls.is_some() {
+        // The TLS state is large: it lives in a box of its own, so that plain connections
+        // stay small.
+        Box::pin(serve_tls(w, fe, stream, peer)).await;
     } else {
         serve(w, fe, stream, peer, false).await
+    }
+}
+
+async fn serve_tls(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr) {
+    let snap = w.snapshot();
+    let Some(front) = snap.frontends.get(fe) else {
+        return;
+    };
+    let Some(t) = &front.tls else { return };
+    let acceptor = w.tls.borrow().get(fe).cloned().flatten();
+    let Some(acc) = acceptor else { return };
+    match monoio::time::timeout(t.handshake_timeout, acc.accept(stream)).await {
+        Ok(Ok(tls)) => serve(w, fe, tls, peer, true).await,
+        Ok(Err(e)) => {
+            tracing::info!(client = %peer, frontend = %front.name, "TLS handshake failed: {e}")
+        }
+        Err(_) => tracing::info!(client = %peer, frontend = %front.name, "TLS handshake timed out"),
     }
 }
 
@@ -229,20 +254,22 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
         start: 0,
     };
     let mut first = true;
+    let accepted = (SystemTime::now(), Instant::now());
     loop {
         w.refresh();
-        let snap = w.snapshot();
-        let Some(front) = snap.frontends.get(fe) else {
-            return;
-        };
-        let t = front.cfg.timeouts;
-        // READ HEAD: wait (buffer-less when idle long), then read until the head parses.
-        let wall = SystemTime::now();
+        // READ HEAD: wait (buffer-less when idle long); the rest is boxed in `request`.
         let mut started = Instant::now();
         if cb.is_empty() {
-            let ticks = ticks_for(if first { t.http_request } else { t.keep_alive });
+            let ticks = {
+                let snap = w.snap.borrow();
+                let Some(front) = snap.frontends.get(fe) else {
+                    return;
+                };
+                let t = &front.cfg.timeouts;
+                ticks_for(if first { t.http_request } else { t.keep_alive })
+            };
             let buf = std::mem::take(&mut cb.v);
-            match io.idle_read(&w, buf, ticks).await {
+            match io.idle_read(&w, buf, ticks, !first).await {
                 Idle::Ready(v) => {
                     cb.v = v;
                     cb.start = 0;
@@ -251,86 +278,16 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
                 Idle::Expired => {
                     if first {
                         // Nothing arrived within timeout_http_request.
-                        let _ = write_vec(&mut io, error_response(408, true), t.client).await;
-                        if !w.log.borrow().dontlognull {
-                            log_simple(
-                                &w,
-                                &snap,
-                                fe,
-                                peer,
-                                wall,
-                                started,
-                                408,
-                                "cR",
-                                String::new(),
-                            );
-                        }
+                        Box::pin(answer_408(&w, fe, &mut io, peer, accepted.0, accepted.1)).await;
                     }
                     return;
                 }
             }
             started = Instant::now();
         }
-        let deadline = started + t.http_request;
-        let head = loop {
-            match parse_request(cb.data(), &snap.head_limits) {
-                Ok(Some(h)) => break Ok(h),
-                Ok(None) => {}
-                Err(e) => break Err(Some(e)),
-            }
-            cb.make_room(&w, snap.head_limits.max_head_bytes + 1024);
-            let now = Instant::now();
-            if now >= deadline {
-                break Err(None);
-            }
-            match monoio::time::timeout(deadline - now, read_into(&mut io, &mut cb)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => {
-                    // The client left mid-head (or between requests: not an error).
-                    if !cb.is_empty() && !w.log.borrow().dontlognull {
-                        log_simple(&w, &snap, fe, peer, wall, started, 400, "CR", String::new());
-                    }
-                    cb.release(&w);
-                    return;
-                }
-                Ok(Ok(_)) => {}
-                Err(_) => break Err(None),
-            }
-        };
+        let next = Box::pin(request(&w, fe, &mut io, &mut cb, peer, started, tls)).await;
         first = false;
-        let head = match head {
-            Ok(h) => h,
-            Err(None) => {
-                // The head did not arrive within timeout_http_request.
-                let _ = write_vec(&mut io, error_response(408, true), t.client).await;
-                log_simple(&w, &snap, fe, peer, wall, started, 408, "cR", String::new());
-                cb.release(&w);
-                return;
-            }
-            Err(Some(e)) => {
-                let status = e.status();
-                tracing::debug!(client = %peer, "refused request: {e}");
-                let _ = write_vec(&mut io, error_response(status, true), t.client).await;
-                log_simple(
-                    &w,
-                    &snap,
-                    fe,
-                    peer,
-                    wall,
-                    started,
-                    status,
-                    "PR",
-                    String::new(),
-                );
-                cb.release(&w);
-                linger(&mut io).await;
-                return;
-            }
-        };
-        let tq = started.elapsed();
-        let ex = Box::pin(exchange(
-            &w, &snap, fe, &mut io, &mut cb, peer, head, wall, started, tq, tls,
-        ));
-        match ex.await {
+        match next {
             Next::KeepAlive => {
                 if w.stopping.get() {
                     cb.release(&w);
@@ -346,16 +303,111 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
             }
             Next::Linger => {
                 cb.release(&w);
-                linger(&mut io).await;
+                Box::pin(linger(&mut io)).await;
                 return;
             }
             Next::Tunnel(up) => {
                 let leftover = cb.data().to_vec();
                 cb.release(&w);
-                tunnel(io, up, leftover, t.client.max(t.server)).await;
+                let idle = {
+                    let snap = w.snap.borrow();
+                    snap.frontends
+                        .get(fe)
+                        .map(|f| f.cfg.timeouts.client.max(f.cfg.timeouts.server))
+                        .unwrap_or(Duration::from_secs(50))
+                };
+                Box::pin(tunnel(io, up, leftover, idle)).await;
                 return;
             }
         }
+    }
+}
+
+/// Reads one request head (the connection had bytes) and runs the exchange. Boxed by the
+/// caller: an idle connection's future holds none of this.
+#[allow(clippy::too_many_arguments)]
+async fn request<S: ClientIo>(
+    w: &Worker,
+    fe: usize,
+    io: &mut S,
+    cb: &mut ClientBuf,
+    peer: SocketAddr,
+    started: Instant,
+    tls: bool,
+) -> Next {
+    let snap = &*w.snapshot();
+    let wall = SystemTime::now() - started.elapsed();
+    let t = snap.frontends[fe].cfg.timeouts;
+    let deadline = started + t.http_request;
+    let head = loop {
+        match parse_request(cb.data(), &snap.head_limits) {
+            Ok(Some(h)) => break Ok(h),
+            Ok(None) => {}
+            Err(e) => break Err(Some(e)),
+        }
+        cb.make_room(w, snap.head_limits.max_head_bytes + 1024);
+        let now = Instant::now();
+        if now >= deadline {
+            break Err(None);
+        }
+        match monoio::time::timeout(deadline - now, read_into(io, cb)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                // The client left mid-head (or between requests: not an error).
+                if !cb.is_empty() && !w.log.borrow().dontlognull {
+                    log_simple(w, &snap, fe, peer, wall, started, 400, "CR", String::new());
+                }
+                cb.release(w);
+                return Next::Close;
+            }
+            Ok(Ok(_)) => {}
+            Err(_) => break Err(None),
+        }
+    };
+    let head = match head {
+        Ok(h) => h,
+        Err(None) => {
+            // The head did not arrive within timeout_http_request.
+            let _ = write_vec(io, error_response(408, true), t.client).await;
+            log_simple(w, &snap, fe, peer, wall, started, 408, "cR", String::new());
+            cb.release(w);
+            return Next::Close;
+        }
+        Err(Some(e)) => {
+            let status = e.status();
+            tracing::debug!(client = %peer, "refused request: {e}");
+            let _ = write_vec(io, error_response(status, true), t.client).await;
+            log_simple(
+                w,
+                snap,
+                fe,
+                peer,
+                wall,
+                started,
+                status,
+                "PR",
+                String::new(),
+            );
+            cb.release(w);
+            return Next::Linger;
+        }
+    };
+    let tq = started.elapsed();
+    exchange(w, snap, fe, io, cb, peer, head, wall, started, tq, tls).await
+}
+
+async fn answer_408<S: ClientIo>(
+    w: &Worker,
+    fe: usize,
+    io: &mut S,
+    peer: SocketAddr,
+    wall: SystemTime,
+    started: Instant,
+) {
+    let snap = &*w.snapshot();
+    let t = snap.frontends[fe].cfg.timeouts;
+    let _ = write_vec(io, error_response(408, true), t.client).await;
+    if !w.log.borrow().dontlognull {
+        log_simple(w, snap, fe, peer, wall, started, 408, "cR", String::new());
     }
 }
 
@@ -730,80 +782,59 @@ async fn exchange<S: ClientIo>(
     let mut chunked_dec = None;
     let mut out_tail_done = false;
 
+    // A chunked body whose first bytes are already here is checked before any server
+    // sees the head.
+    if body_len == BodyLen::Chunked && !cb.is_empty() {
+        let mut dry = ChunkedDecoder::new();
+        let data = cb.data();
+        let mut pos = 0;
+        let mut bad = false;
+        while pos < data.len() {
+            match dry.step(&data[pos..]) {
+                Ok(st) => {
+                    pos += st.consumed;
+                    if st.done || st.consumed == 0 {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    bad = true;
+                    break;
+                }
+            }
+        }
+        if bad || (max_body > 0 && dry.total > max_body) {
+            w.put_buf(out);
+            let status = if bad { 400 } else { 413 };
+            let _ = write_vec(io, error_response(status, true), t.client).await;
+            cx.log(status, b"PR", started);
+            return Next::Linger;
+        }
+    }
+
     // QUEUE and CONNECT, with retries on other servers.
     let t_queue = Instant::now();
     let mut tried: Vec<usize> = Vec::new();
     let retries = bt.retries;
     let mut attempts = 0u32;
     let mut t_connect = Instant::now();
-    let (mut up, sid, reused) = loop {
-        let sid = match acquire(w, snap, be_idx, sticky_server, &tried, bt.queue).await {
-            Acquired::Server(i) => i,
-            Acquired::WaitingRoom => {
-                w.put_buf(out);
-                let resp = be.waiting_room.clone();
-                cx.rec.bytes = resp.len() as u64;
-                let _ = write_vec(io, resp, t.client).await;
-                cx.rec.tw = t_queue.elapsed().as_millis() as i64;
-                cx.log(503, b"sQ", started);
-                return Next::Close;
-            }
-            Acquired::QueueTimeout => {
-                w.put_buf(out);
-                let resp = be
-                    .errorfile_503
-                    .clone()
-                    .unwrap_or_else(|| error_response(503, true));
-                cx.rec.bytes = resp.len() as u64;
-                let _ = write_vec(io, resp, t.client).await;
-                cx.rec.tw = t_queue.elapsed().as_millis() as i64;
-                cx.log(503, b"sQ", started);
-                return Next::Close;
-            }
-            Acquired::Nothing => {
-                w.put_buf(out);
-                let resp = be
-                    .errorfile_503
-                    .clone()
-                    .unwrap_or_else(|| error_response(503, true));
-                cx.rec.bytes = resp.len() as u64;
-                let _ = write_vec(io, resp, t.client).await;
-                cx.log(503, b"SC", started);
-                return Next::Close;
-            }
-        };
-        if attempts == 0 {
-            cx.rec.tw = t_queue.elapsed().as_millis() as i64;
-            t_connect = Instant::now();
-        }
-        cx.rec.server = Some(sid);
-        match connect(
-            w,
-            snap,
-            sid,
-            bt.connect,
-            method.is_idempotent() && !has_body,
-        )
-        .await
-        {
-            Ok((s, reused)) => break (s, sid, reused),
-            Err(e) => {
-                release(snap, sid);
-                tracing::debug!(server = %snap.servers[sid].name, "connect failed: {e}");
-                {
-                    let mut c = w.counters.borrow_mut();
-                    c[sid].failures += 1;
-                    c[sid].avoid_until = Some(Instant::now() + Duration::from_secs(2));
+    let mut out = out;
+    let mut fresh_for: Option<usize> = None;
+    let mut head_done = false;
+    loop {
+        let (mut up, sid, reused) = loop {
+            let sid = match acquire(w, snap, be_idx, sticky_server, &tried, bt.queue).await {
+                Acquired::Server(i) => i,
+                Acquired::WaitingRoom => {
+                    w.put_buf(out);
+                    let resp = be.waiting_room.clone();
+                    cx.rec.bytes = resp.len() as u64;
+                    let _ = write_vec(io, resp, t.client).await;
+                    cx.rec.tw = t_queue.elapsed().as_millis() as i64;
+                    cx.log(503, b"sQ", started);
+                    return Next::Close;
                 }
-                w.passive(sid, crate::control::PassiveKind::ConnectFailed);
-                if sticky_server == Some(sid) {
-                    // The sticky server failed: balance anew, with a fresh cookie.
-                    sticky_server = None;
-                    cx.rec.cookie[0] = b'D';
-                }
-                tried.push(sid);
-                attempts += 1;
-                if attempts > retries {
+                Acquired::QueueTimeout => {
                     w.put_buf(out);
                     let resp = be
                         .errorfile_503
@@ -811,106 +842,200 @@ async fn exchange<S: ClientIo>(
                         .unwrap_or_else(|| error_response(503, true));
                     cx.rec.bytes = resp.len() as u64;
                     let _ = write_vec(io, resp, t.client).await;
-                    cx.rec.tc = t_connect.elapsed().as_millis() as i64;
+                    cx.rec.tw = t_queue.elapsed().as_millis() as i64;
+                    cx.log(503, b"sQ", started);
+                    return Next::Close;
+                }
+                Acquired::Nothing => {
+                    w.put_buf(out);
+                    let resp = be
+                        .errorfile_503
+                        .clone()
+                        .unwrap_or_else(|| error_response(503, true));
+                    cx.rec.bytes = resp.len() as u64;
+                    let _ = write_vec(io, resp, t.client).await;
                     cx.log(503, b"SC", started);
                     return Next::Close;
                 }
+            };
+            if attempts == 0 {
+                cx.rec.tw = t_queue.elapsed().as_millis() as i64;
+                t_connect = Instant::now();
             }
-        }
-    };
-    cx.rec.tc = t_connect.elapsed().as_millis() as i64;
-    let srv = &snap.servers[sid];
-    let is_10_without_host = need_host.is_some();
-    finish_head(
-        &mut out,
-        if is_10_without_host {
-            Some(&srv.host_header)
-        } else {
-            None
-        },
-    );
-    // Include the buffered body with the head when it is all there.
-    if let BodyLen::Length(n) = body_len {
-        let avail = cb.data().len() as u64;
-        if avail >= n && (n as usize) < 64 * 1024 {
-            out.extend_from_slice(&cb.data()[..n as usize]);
-            cb.consume(n as usize);
-            body_sent_in_head = n;
-            out_tail_done = true;
-        }
-    } else if body_len == BodyLen::None {
-        out_tail_done = true;
-    }
-    {
-        let mut c = w.counters.borrow_mut();
-        c[sid].active += 1;
-        c[sid].total += 1;
-    }
-    let result = send_and_relay(
-        &mut cx,
-        io,
-        cb,
-        &mut up,
-        out,
-        reused,
-        out_tail_done,
-        body_len,
-        body_sent_in_head,
-        &mut chunked_dec,
-        method,
-        expect_continue,
-        client_minor,
-        client_ka,
-        upgrade,
-        sid,
-        started,
-    )
-    .await;
-    w.counters.borrow_mut()[sid].active -= 1;
-    release(snap, sid);
-    {
-        let us = started.elapsed().as_micros() as u64;
-        let mut h = w.hist.borrow_mut();
-        if let Some(h) = h.get_mut(sid) {
-            h.saturating_record(us.max(1));
-        }
-    }
-    match result {
-        Relay::Done {
-            keep_server,
-            keep_client,
-        } => {
-            if keep_server {
-                w.pool_put(sid, up, snap.generation);
+            cx.rec.server = Some(sid);
+            match connect(
+                w,
+                snap,
+                sid,
+                bt.connect,
+                method.is_idempotent() && !has_body,
+                fresh_for == Some(sid),
+            )
+            .await
+            {
+                Ok((s, reused)) => break (s, sid, reused),
+                Err(e) => {
+                    release(snap, sid);
+                    tracing::debug!(server = %snap.servers[sid].name, "connect failed: {e}");
+                    {
+                        let mut c = w.counters.borrow_mut();
+                        c[sid].failures += 1;
+                        c[sid].avoid_until = Some(Instant::now() + Duration::from_secs(2));
+                    }
+                    // Its idle pooled connections are likely dead too.
+                    if let Some(p) = w.pools.borrow_mut().get_mut(sid) {
+                        p.clear();
+                    }
+                    w.passive(sid, crate::control::PassiveKind::ConnectFailed);
+                    if sticky_server == Some(sid) {
+                        // The sticky server failed: balance anew, with a fresh cookie.
+                        sticky_server = None;
+                        cx.rec.cookie[0] = b'D';
+                    }
+                    tried.push(sid);
+                    attempts += 1;
+                    if attempts > retries {
+                        w.put_buf(out);
+                        let resp = be
+                            .errorfile_503
+                            .clone()
+                            .unwrap_or_else(|| error_response(503, true));
+                        cx.rec.bytes = resp.len() as u64;
+                        let _ = write_vec(io, resp, t.client).await;
+                        cx.rec.tc = t_connect.elapsed().as_millis() as i64;
+                        cx.log(503, b"SC", started);
+                        return Next::Close;
+                    }
+                }
             }
-            if keep_client {
-                Next::KeepAlive
-            } else {
-                Next::Close
-            }
-        }
-        Relay::Upgrade => Next::Tunnel(up),
-        Relay::Failed(f, term, answered) => {
-            if !answered {
-                let status = f.status();
-                let resp = if status == 503 {
-                    be.errorfile_503
-                        .clone()
-                        .unwrap_or_else(|| error_response(503, true))
+        };
+        cx.rec.tc = t_connect.elapsed().as_millis() as i64;
+        if !head_done {
+            head_done = true;
+            let srv = &snap.servers[sid];
+            let is_10_without_host = need_host.is_some();
+            finish_head(
+                &mut out,
+                if is_10_without_host {
+                    Some(&srv.host_header)
                 } else {
-                    error_response(status, true)
-                };
-                let _ = write_vec(io, resp, t.client).await;
-                cx.log(status, &term, started);
-            } else {
-                cx.log(cx.rec.status, &term, started);
-            }
-            if matches!(f, Fail::BadBody | Fail::BodyTooLarge) {
-                Next::Linger
-            } else {
-                Next::Close
+                    None
+                },
+            );
+            // Include the buffered body with the head when it is all there.
+            if let BodyLen::Length(n) = body_len {
+                let avail = cb.data().len() as u64;
+                if avail >= n && (n as usize) < 64 * 1024 {
+                    out.extend_from_slice(&cb.data()[..n as usize]);
+                    cb.consume(n as usize);
+                    body_sent_in_head = n;
+                    out_tail_done = true;
+                }
+            } else if body_len == BodyLen::None {
+                out_tail_done = true;
             }
         }
+        {
+            let mut c = w.counters.borrow_mut();
+            c[sid].active += 1;
+            c[sid].total += 1;
+        }
+        let result = send_and_relay(
+            &mut cx,
+            io,
+            cb,
+            &mut up,
+            std::mem::take(&mut out),
+            reused,
+            out_tail_done,
+            body_len,
+            body_sent_in_head,
+            &mut chunked_dec,
+            method,
+            expect_continue,
+            client_minor,
+            client_ka,
+            upgrade,
+            sid,
+            started,
+        )
+        .await;
+        w.counters.borrow_mut()[sid].active -= 1;
+        release(snap, sid);
+        {
+            let us = started.elapsed().as_micros() as u64;
+            let mut h = w.hist.borrow_mut();
+            if let Some(h) = h.get_mut(sid) {
+                h.saturating_record(us.max(1));
+            }
+        }
+        return match result {
+            Relay::Retry { out: again, stale } => {
+                out = again;
+                if stale {
+                    // A pooled connection the server had already closed: nothing reached
+                    // it. The same server, on a new connection.
+                    fresh_for = Some(sid);
+                    sticky_server = Some(sid);
+                } else {
+                    // The server closed without answering an idempotent request: another
+                    // server, like a failed connect.
+                    tried.push(sid);
+                    attempts += 1;
+                    if sticky_server == Some(sid) {
+                        sticky_server = None;
+                    }
+                    w.passive(sid, crate::control::PassiveKind::ConnectFailed);
+                    if attempts > retries {
+                        w.put_buf(out);
+                        let _ = write_vec(io, error_response(502, true), t.client).await;
+                        cx.log(502, b"SH", started);
+                        return Next::Close;
+                    }
+                }
+                continue;
+            }
+            Relay::Done {
+                keep_server,
+                keep_client,
+            } => {
+                w.put_buf(out);
+                if keep_server {
+                    w.pool_put(sid, up, snap.generation);
+                }
+                if keep_client {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                }
+            }
+            Relay::Upgrade => {
+                w.put_buf(out);
+                Next::Tunnel(up)
+            }
+            Relay::Failed(f, term, answered) => {
+                if !answered {
+                    let status = f.status();
+                    let resp = if status == 503 {
+                        be.errorfile_503
+                            .clone()
+                            .unwrap_or_else(|| error_response(503, true))
+                    } else {
+                        error_response(status, true)
+                    };
+                    let _ = write_vec(io, resp, t.client).await;
+                    cx.log(status, &term, started);
+                } else {
+                    cx.log(cx.rec.status, &term, started);
+                }
+                w.put_buf(out);
+                if matches!(f, Fail::BadBody | Fail::BodyTooLarge) {
+                    Next::Linger
+                } else {
+                    Next::Close
+                }
+            }
+        };
     }
 }
 
@@ -1049,6 +1174,12 @@ fn candidate_ignoring_full(
 }
 
 enum Relay {
+    /// Nothing was answered and the request may go again (idempotent, all of it in
+    /// `out`); `stale`: it went on a pooled connection the server had closed.
+    Retry {
+        out: Vec<u8>,
+        stale: bool,
+    },
     Done {
         keep_server: bool,
         keep_client: bool,
@@ -1127,8 +1258,9 @@ async fn connect(
     sid: usize,
     timeout: Duration,
     replayable: bool,
+    fresh_only: bool,
 ) -> io::Result<(TcpStream, bool)> {
-    while let Some(p) = w.pool_take(sid) {
+    while let Some(p) = if fresh_only { None } else { w.pool_take(sid) } {
         if replayable || alive(&p.stream) {
             return Ok((p.stream, true));
         }
@@ -1188,16 +1320,17 @@ async fn send_and_relay<S: ClientIo>(
     let max_body = snap.cfg.limits.max_body_bytes;
 
     // SEND: the head (with the whole body when it was here), then the body.
-    let replay = if whole_request_in_out && reused && method.is_idempotent() {
-        Some(out.clone())
-    } else {
-        None
-    };
+    let replayable = whole_request_in_out && method.is_idempotent() && !upgrade;
     let (r, out) = write_vec(up, out, bt.server).await;
-    w.put_buf(out);
     if r.is_err() {
+        if replayable && !out.is_empty() {
+            return Relay::Retry { out, stale: reused };
+        }
+        w.put_buf(out);
         return Relay::Failed(Fail::BadResponse, *b"SH", false);
     }
+    // Kept until the response starts, in case the request must go again.
+    let mut keep = Some(out);
     if expect_continue && client_minor == 1 {
         let (r, _) = write_vec(io, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), t.client).await;
         if r.is_err() {
@@ -1217,7 +1350,6 @@ async fn send_and_relay<S: ClientIo>(
     // RELAY: the response head.
     let t_resp = Instant::now();
     let mut sb = w.get_buf();
-    let mut replay = replay;
     let head: ResponseHead = loop {
         match parse_response(&sb, method == Method::Head, &snap.head_limits) {
             Ok(Some(h)) if (100..200).contains(&h.status) && h.status != 101 => {
@@ -1239,24 +1371,16 @@ async fn send_and_relay<S: ClientIo>(
         match monoio::time::timeout(bt.server, up.read(sb.slice_mut(len..))).await {
             Ok((Ok(0), s)) | Ok((Err(_), s)) => {
                 sb = s.into_inner();
-                if sb.is_empty() {
-                    if let Some(again) = replay.take() {
-                        // A pooled connection the server had closed: the request never
-                        // reached it. Send it once on a new connection.
-                        let addr = snap.servers[sid].addr;
-                        if let Ok(Ok(s)) =
-                            monoio::time::timeout(bt.connect, TcpStream::connect_addr(addr)).await
-                        {
-                            let _ = s.set_nodelay(true);
-                            *up = s;
-                            let (r, _) = write_vec(up, again, bt.server).await;
-                            if r.is_ok() {
-                                continue;
-                            }
-                        }
+                if sb.is_empty() && replayable {
+                    if let Some(out) = keep.take() {
+                        w.put_buf(sb);
+                        return Relay::Retry { out, stale: reused };
                     }
                 }
                 w.put_buf(sb);
+                if let Some(o) = keep.take() {
+                    w.put_buf(o);
+                }
                 return Relay::Failed(Fail::BadResponse, *b"SH", false);
             }
             Ok((Ok(_), s)) => sb = s.into_inner(),
@@ -1265,6 +1389,9 @@ async fn send_and_relay<S: ClientIo>(
             }
         }
     };
+    if let Some(o) = keep.take() {
+        w.put_buf(o);
+    }
     cx.rec.tr = t_resp.elapsed().as_millis() as i64;
     cx.rec.status = head.status;
     if head.status >= 500 {

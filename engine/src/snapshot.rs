@@ -131,7 +131,7 @@ impl Snapshot {
             .and_then(|f| f.bind.first())
             .map(|a| a.port());
         for f in &cfg.frontends {
-            let redirect_port = match f.redirect_https.as_ref().and_then(|r| r.port).or(tls_port) {
+            let redirect_port = match f.redirect_https.as_ref().and_then(|r| r.port) {
                 Some(443) | None => String::new(),
                 Some(p) => format!(":{p}"),
             };

@@ -26,7 +26,7 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const HOLD_TICKS: u64 = 3;
 /// Size of the buffers in the per-core pool.
 pub const BUF_SIZE: usize = 16 * 1024;
-const MAX_POOLED_BUFS: usize = 512;
+const MAX_POOLED_BUFS: usize = 64;
 
 /// Which I/O driver a core runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +105,8 @@ pub struct Worker {
     pub queued: RefCell<Vec<u32>>,
     pub queue_hist: RefCell<Vec<Histogram<u64>>>,
     ticks: Cell<u64>,
+    /// Buffers freed since the last sweep that returned memory to the system.
+    freed: Cell<u64>,
     /// Per backend: this core's waiting requests in order (ticket, sticky server).
     queue: RefCell<Vec<Waiters>>,
     next_ticket: Cell<u64>,
@@ -143,6 +145,7 @@ impl Worker {
             queued: RefCell::new(Vec::new()),
             queue_hist: RefCell::new(Vec::new()),
             ticks: Cell::new(0),
+            freed: Cell::new(0),
             queue: RefCell::new(Vec::new()),
             next_ticket: Cell::new(0),
         };
@@ -219,7 +222,11 @@ impl Worker {
             if bufs.len() < MAX_POOLED_BUFS {
                 b.clear();
                 bufs.push(b);
+                return;
             }
+        }
+        if b.capacity() > 0 {
+            self.freed.set(self.freed.get() + 1);
         }
     }
 
@@ -302,6 +309,13 @@ impl Worker {
         self.ticks.set(t);
         if t.is_multiple_of(5) {
             self.report();
+        }
+        // After a burst, give the freed buffers' memory back to the system (idle
+        // connections hold none, so RSS should come down with them).
+        if t.is_multiple_of(10) && self.freed.get() >= 64 {
+            self.freed.set(0);
+            // SAFETY: mi_collect may be called at any time from any thread.
+            unsafe { libmimalloc_sys::mi_collect(false) };
         }
     }
 
@@ -401,10 +415,11 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
                 w.conn_opened();
                 let _ = stream.set_nodelay(true);
                 let w2 = w.clone();
-                monoio::spawn(async move {
+                let fut = async move {
                     crate::proxy::serve_accepted(w2.clone(), fe, stream, peer).await;
                     w2.conn_closed();
-                });
+                };
+                monoio::spawn(fut);
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.

@@ -29,7 +29,10 @@ fn traffic(driver: DriverChoice, format: &str, log: &Path) {
     let dead = Origin::start("dead").unwrap();
     let dead_addr = dead.addr();
     drop(dead);
-    let tail = format!("[log]\naccess = \"{}\"\nformat = \"{format}\"\n", log.display());
+    let tail = format!(
+        "[log]\naccess = \"{}\"\nformat = \"{format}\"\n",
+        log.display()
+    );
     let text = Web::new(&[&o[0]])
         .defaults("timeout_server = \"300ms\"\ntimeout_http_request = \"300ms\"\n")
         .tail(&tail)
@@ -41,10 +44,26 @@ fn traffic(driver: DriverChoice, format: &str, log: &Path) {
         );
     let r = start(cfg(&text, &[]), driver);
     let mut c = conn(&r);
-    assert_eq!(c.request("GET", "/login/index.php", &[], b"").unwrap().status, 200);
-    assert_eq!(c.request("POST", "/upload", &[], b"abc").unwrap().status, 200);
-    assert_eq!(c.request("GET", "/status?code=404", &[], b"").unwrap().status, 404);
-    assert_eq!(c.request("GET", "/slow?ms=3000", &[], b"").unwrap().status, 504);
+    assert_eq!(
+        c.request("GET", "/login/index.php", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        c.request("POST", "/upload", &[], b"abc").unwrap().status,
+        200
+    );
+    assert_eq!(
+        c.request("GET", "/status?code=404", &[], b"")
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        c.request("GET", "/slow?ms=3000", &[], b"").unwrap().status,
+        504
+    );
     let resp = tools::client::get(r.addr("other"), "/refused").unwrap();
     assert_eq!(resp.status, 503);
     let (raw, _) = raw_exchange(
@@ -59,7 +78,11 @@ fn traffic(driver: DriverChoice, format: &str, log: &Path) {
     assert_eq!(status_of(&raw), 408);
     // The log is flushed by the cores' sweep; keep the engine running while polling.
     let lines = read_lines_until(log, WANT.len(), Duration::from_secs(5));
-    assert_eq!(lines.len(), WANT.len(), "exactly one line per request: {lines:#?}");
+    assert_eq!(
+        lines.len(),
+        WANT.len(),
+        "exactly one line per request: {lines:#?}"
+    );
     r.stop();
 }
 
@@ -91,12 +114,18 @@ fn httplog_one_line_per_request(driver: DriverChoice) {
         assert!(f[3].contains('/'), "backend/server: {l}");
         let timers: Vec<&str> = f[4].split('/').collect();
         assert_eq!(timers.len(), 5, "Tq/Tw/Tc/Tr/Tt: {l}");
-        assert!(timers.iter().all(|t| t.parse::<i64>().is_ok()), "timers: {l}");
+        assert!(
+            timers.iter().all(|t| t.parse::<i64>().is_ok()),
+            "timers: {l}"
+        );
         assert!(f[5].parse::<u16>().is_ok(), "status: {l}");
         assert!(f[6].parse::<u64>().is_ok(), "bytes: {l}");
         assert_eq!(f[7].len(), 2, "cookie flags: {l}");
         assert_eq!(f[8].len(), 2, "termination state: {l}");
-        assert!(f[9].starts_with('"') && f[9].ends_with('"'), "request line: {l}");
+        assert!(
+            f[9].starts_with('"') && f[9].ends_with('"'),
+            "request line: {l}"
+        );
     }
     match_lines(&lines, WANT, |l, (status, req, srv)| {
         let f: Vec<&str> = l.splitn(10, ' ').collect();
@@ -104,11 +133,23 @@ fn httplog_one_line_per_request(driver: DriverChoice) {
             && req.is_none_or(|q| f[9] == format!("\"{q}\""))
             && srv.is_none_or(|s| f[3] == format!("app/{s}"))
     });
-    let ok = lines.iter().find(|l| l.contains("GET /login/index.php")).unwrap();
+    let ok = lines
+        .iter()
+        .find(|l| l.contains("GET /login/index.php"))
+        .unwrap();
     assert!(ok.contains(" web app/s1 "), "{ok}");
     let slow = lines.iter().find(|l| l.contains(" 504 ")).unwrap();
-    let timers: Vec<i64> = slow.splitn(10, ' ').nth(4).unwrap().split('/').map(|t| t.parse().unwrap()).collect();
-    assert!(timers[4] >= 250, "Tt of the 504 counts the server timeout: {slow}");
+    let timers: Vec<i64> = slow
+        .split(' ')
+        .nth(4)
+        .unwrap()
+        .split('/')
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert!(
+        timers[4] >= 250,
+        "Tt of the 504 counts the server timeout: {slow}"
+    );
 }
 
 fn json_one_line_per_request(driver: DriverChoice) {
@@ -121,13 +162,31 @@ fn json_one_line_per_request(driver: DriverChoice) {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     for v in &objs {
-        for k in ["client", "time", "frontend", "backend", "server", "tq", "tw", "tc", "tr", "tt", "status", "bytes", "cookie", "termination", "request"] {
+        for k in [
+            "client",
+            "time",
+            "frontend",
+            "backend",
+            "server",
+            "tq",
+            "tw",
+            "tc",
+            "tr",
+            "tt",
+            "status",
+            "bytes",
+            "cookie",
+            "termination",
+            "request",
+        ] {
             assert!(v.get(k).is_some(), "field {k} missing: {v}");
         }
     }
     match_lines(&objs, WANT, |v, (status, req, srv)| {
         v["status"].as_u64() == Some(u64::from(*status))
             && req.is_none_or(|q| v["request"].as_str() == Some(q))
-            && srv.is_none_or(|s| v["server"].as_str() == Some(s) && v["backend"].as_str() == Some("app"))
+            && srv.is_none_or(|s| {
+                v["server"].as_str() == Some(s) && v["backend"].as_str() == Some("app")
+            })
     });
 }

@@ -19,7 +19,11 @@ fn stop_waits_for_in_flight_request(driver: DriverChoice) {
         let resp = tools::client::get(addr, "/slow?ms=800");
         (resp, Instant::now())
     });
-    wait_until(Duration::from_secs(5), "the slow request at the server", || o[0].active() == 1);
+    wait_until(
+        Duration::from_secs(5),
+        "the slow request at the server",
+        || o[0].active() == 1,
+    );
     let t0 = Instant::now();
     r.stop();
     let stopped_at = Instant::now();
@@ -27,10 +31,16 @@ fn stop_waits_for_in_flight_request(driver: DriverChoice) {
     let resp = resp.expect("the in-flight request completes");
     assert_eq!((resp.status, resp.text()), (200, "slow 800".to_string()));
     assert!(resp.complete);
-    assert!(answered_at <= stopped_at, "stop returned before the in-flight request was answered");
+    assert!(
+        answered_at <= stopped_at,
+        "stop returned before the in-flight request was answered"
+    );
     let took = stopped_at - t0;
     assert!(took < Duration::from_secs(5), "stop took {took:?}");
-    assert!(idle.is_closed_within(Duration::from_secs(2)), "idle keep-alive connection closed by stop");
+    assert!(
+        idle.is_closed_within(Duration::from_secs(2)),
+        "idle keep-alive connection closed by stop"
+    );
 }
 
 fn reload_keeps_serving(driver: DriverChoice) {
@@ -39,15 +49,27 @@ fn reload_keeps_serving(driver: DriverChoice) {
     let text = web.text();
     let r = start(cfg(&text, &[]), driver);
     let mut c = conn(&r);
-    assert_eq!(c.request("GET", "/", &[], b"").unwrap().header("x-node"), Some("s1"));
+    assert_eq!(
+        c.request("GET", "/", &[], b"").unwrap().header("x-node"),
+        Some("s1")
+    );
     // The same frontend, now pointing at s2.
     let new_text = text.replace(&o[0].addr().to_string(), &o[1].addr().to_string());
     r.reload(cfg(&new_text, &[])).expect("reload");
-    wait_until(Duration::from_secs(3), "the new configuration in effect", || {
-        tools::client::get(r.addr("web"), "/").is_ok_and(|r| r.header("x-node") == Some("s2"))
-    });
+    wait_until(
+        Duration::from_secs(3),
+        "the new configuration in effect",
+        || tools::client::get(r.addr("web"), "/").is_ok_and(|r| r.header("x-node") == Some("s2")),
+    );
     // The kept client connection moves over too, without losing a request.
-    wait_until(Duration::from_secs(3), "the kept connection served by s2", || {
-        c.request("GET", "/", &[], b"").expect("kept connection").header("x-node") == Some("s2")
-    });
+    wait_until(
+        Duration::from_secs(3),
+        "the kept connection served by s2",
+        || {
+            c.request("GET", "/", &[], b"")
+                .expect("kept connection")
+                .header("x-node")
+                == Some("s2")
+        },
+    );
 }
