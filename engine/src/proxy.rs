@@ -1320,7 +1320,9 @@ async fn send_and_relay<S: ClientIo>(
     let max_body = snap.cfg.limits.max_body_bytes;
 
     // SEND: the head (with the whole body when it was here), then the body.
-    let replayable = whole_request_in_out && method.is_idempotent() && !upgrade;
+    // Only an idempotent request without a body goes again (RFC 9110 §9.2.2).
+    let replayable =
+        whole_request_in_out && method.is_idempotent() && body_len == BodyLen::None && !upgrade;
     let (r, out) = write_vec(up, out, bt.server).await;
     if r.is_err() {
         if replayable && !out.is_empty() {
