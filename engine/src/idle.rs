@@ -61,8 +61,18 @@ impl IdleSet {
     /// Registers a wait: demoted after `demote_ticks` (0: never), expired after
     /// `expire_ticks`. Returns the key and a handle to pass to the cancelable read.
     pub fn register(&self, demote_ticks: u64, expire_ticks: u64) -> (usize, CancelHandle) {
+        self.register_with(Canceller::new(), demote_ticks, expire_ticks)
+    }
+
+    /// Like [`register`](Self::register) with the connection's own canceller (reused
+    /// from wait to wait; [`remove_with`](Self::remove_with) gives it back).
+    pub fn register_with(
+        &self,
+        canceller: Canceller,
+        demote_ticks: u64,
+        expire_ticks: u64,
+    ) -> (usize, CancelHandle) {
         let now = self.now.get();
-        let canceller = Canceller::new();
         let handle = canceller.handle();
         let entry = Entry {
             canceller: Some(canceller),
@@ -96,14 +106,19 @@ impl IdleSet {
 
     /// Ends a wait; says whether the sweep cancelled it and why.
     pub fn remove(&self, key: usize) -> Wake {
+        self.remove_with(key).0
+    }
+
+    /// Ends a wait and gives back a canceller to reuse (a fresh one if it was used).
+    pub fn remove_with(&self, key: usize) -> (Wake, Option<Canceller>) {
         let mut entries = self.entries.borrow_mut();
-        let w = entries
+        let (w, c) = entries
             .get_mut(key)
             .and_then(|e| e.take())
-            .map(|e| e.wake)
-            .unwrap_or(Wake::Pending);
+            .map(|e| (e.wake, e.canceller))
+            .unwrap_or((Wake::Pending, None));
         self.free.borrow_mut().push(key);
-        w
+        (w, c)
     }
 
     pub fn wake_of(&self, key: usize) -> Wake {
@@ -154,7 +169,7 @@ impl IdleSet {
             };
             e.wake = w;
             if let Some(c) = e.canceller.take() {
-                drop(c.cancel());
+                e.canceller = Some(c.cancel());
             }
             if let Some(wk) = e.waker.take() {
                 wk.wake();

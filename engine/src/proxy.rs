@@ -49,6 +49,7 @@ pub trait ClientIo: AsyncReadRent + AsyncWriteRent + monoio::io::Split + 'static
         buf: Vec<u8>,
         expire_ticks: u64,
         hold: bool,
+        canceller: &mut Option<monoio::io::Canceller>,
     ) -> impl Future<Output = Idle>;
 }
 
@@ -61,7 +62,14 @@ pub enum Idle {
 }
 
 impl ClientIo for TcpStream {
-    async fn idle_read(&mut self, w: &Worker, buf: Vec<u8>, expire_ticks: u64, hold: bool) -> Idle {
+    async fn idle_read(
+        &mut self,
+        w: &Worker,
+        buf: Vec<u8>,
+        expire_ticks: u64,
+        hold: bool,
+        canceller: &mut Option<monoio::io::Canceller>,
+    ) -> Idle {
         let mut age = 0;
         let mut buf = buf;
         if hold {
@@ -72,10 +80,15 @@ impl ClientIo for TcpStream {
             } else {
                 buf
             };
-            let (key, h) = w.idle.register(HOLD_TICKS, expire_ticks);
+            let (key, h) = w.idle.register_with(
+                canceller.take().unwrap_or_default(),
+                HOLD_TICKS,
+                expire_ticks,
+            );
             let (r, b) = self.cancelable_read(b, h).await;
             age = w.idle.age(key);
-            let wake = w.idle.remove(key);
+            let (wake, c) = w.idle.remove_with(key);
+            *canceller = c;
             match r {
                 Ok(0) => {
                     w.put_buf(b);
@@ -106,9 +119,14 @@ impl ClientIo for TcpStream {
         if buf.capacity() > 0 {
             w.put_buf(buf);
         }
-        let (key, h) = w.idle.register(0, expire_ticks.saturating_sub(age));
+        let (key, h) = w.idle.register_with(
+            canceller.take().unwrap_or_default(),
+            0,
+            expire_ticks.saturating_sub(age),
+        );
         let (r, _) = self.cancelable_read(Vec::<u8>::new(), h).await;
-        let wake = w.idle.remove(key);
+        let (wake, c) = w.idle.remove_with(key);
+        *canceller = c;
         match (r, wake) {
             (Ok(_), _) => Idle::Ready(w.get_buf()),
             (Err(_), Wake::Expired) => Idle::Expired,
@@ -125,6 +143,7 @@ impl ClientIo for monoio_rustls::ServerTlsStream<TcpStream> {
         buf: Vec<u8>,
         expire_ticks: u64,
         _hold: bool,
+        _canceller: &mut Option<monoio::io::Canceller>,
     ) -> Idle {
         let buf = if buf.capacity() == 0 {
             w.get_buf()
@@ -215,18 +234,30 @@ async fn write_vec<W: AsyncWriteRent>(
     }
 }
 
-/// Entry point for an accepted connection: TLS handshake where the frontend has TLS.
+/// Counts the connection out when its task ends, however it ends.
+struct ConnGuard(Rc<Worker>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.conn_closed();
+    }
+}
+
+/// Entry point for an accepted connection (the task the core spawns): TLS handshake where
+/// the frontend has TLS.
 pub async fn serve_accepted(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr) {
-    let snap = w.snapshot();
-    let Some(front) = snap.frontends.get(fe) else {
-        return;
-    };
-    if front.tls.is_some() {
-        // The TLS state is large: it lives in a box of its own, so that plain connections
-        // stay small.
-        Box::pin(serve_tls(w, fe, stream, peer)).await;
-    } else {
-        serve(w, fe, stream, peer, false).await
+    let _guard = ConnGuard(w.clone());
+    let tls = w.snap.borrow().frontends.get(fe).map(|f| f.tls.is_some());
+    match tls {
+        None => {}
+        Some(true) => {
+            // The TLS state is large: it lives in a box of its own, so that plain
+            // connections stay small.
+            let fut: std::pin::Pin<Box<dyn Future<Output = ()>>> =
+                Box::pin(serve_tls(w, fe, stream, peer));
+            fut.await;
+        }
+        Some(false) => serve(w, fe, stream, peer, false).await,
     }
 }
 
@@ -254,6 +285,7 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
         start: 0,
     };
     let mut first = true;
+    let mut canceller = None;
     let accepted = (SystemTime::now(), Instant::now());
     loop {
         w.refresh();
@@ -269,7 +301,7 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
                 ticks_for(if first { t.http_request } else { t.keep_alive })
             };
             let buf = std::mem::take(&mut cb.v);
-            match io.idle_read(&w, buf, ticks, !first).await {
+            match io.idle_read(&w, buf, ticks, !first, &mut canceller).await {
                 Idle::Ready(v) => {
                     cb.v = v;
                     cb.start = 0;
@@ -278,14 +310,18 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
                 Idle::Expired => {
                     if first {
                         // Nothing arrived within timeout_http_request.
-                        Box::pin(answer_408(&w, fe, &mut io, peer, accepted.0, accepted.1)).await;
+                        let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> =
+                            Box::pin(answer_408(&w, fe, &mut io, peer, accepted.0, accepted.1));
+                        fut.await;
                     }
                     return;
                 }
             }
             started = Instant::now();
         }
-        let next = Box::pin(request(&w, fe, &mut io, &mut cb, peer, started, tls)).await;
+        let fut: std::pin::Pin<Box<dyn Future<Output = Next> + '_>> =
+            Box::pin(request(&w, fe, &mut io, &mut cb, peer, started, tls));
+        let next = fut.await;
         first = false;
         match next {
             Next::KeepAlive => {
@@ -303,7 +339,9 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
             }
             Next::Linger => {
                 cb.release(&w);
-                Box::pin(linger(&mut io)).await;
+                let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> =
+                    Box::pin(linger(&mut io));
+                fut.await;
                 return;
             }
             Next::Tunnel(up) => {
@@ -316,7 +354,9 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
                         .map(|f| f.cfg.timeouts.client.max(f.cfg.timeouts.server))
                         .unwrap_or(Duration::from_secs(50))
                 };
-                Box::pin(tunnel(io, up, leftover, idle)).await;
+                let fut: std::pin::Pin<Box<dyn Future<Output = ()>>> =
+                    Box::pin(tunnel(io, up, leftover, idle));
+                fut.await;
                 return;
             }
         }
@@ -335,7 +375,8 @@ async fn request<S: ClientIo>(
     started: Instant,
     tls: bool,
 ) -> Next {
-    let snap = &*w.snapshot();
+    let snap_rc = w.snapshot();
+    let snap: &Snapshot = &snap_rc;
     let wall = SystemTime::now() - started.elapsed();
     let t = snap.frontends[fe].cfg.timeouts;
     let deadline = started + t.http_request;
@@ -403,7 +444,8 @@ async fn answer_408<S: ClientIo>(
     wall: SystemTime,
     started: Instant,
 ) {
-    let snap = &*w.snapshot();
+    let snap_rc = w.snapshot();
+    let snap: &Snapshot = &snap_rc;
     let t = snap.frontends[fe].cfg.timeouts;
     let _ = write_vec(io, error_response(408, true), t.client).await;
     if !w.log.borrow().dontlognull {
@@ -1228,9 +1270,26 @@ fn select(
     tried: &[usize],
 ) -> Option<usize> {
     let be = &snap.backends[be_idx];
-    let mut cands: Vec<Candidate> = (be.first..be.first + be.count)
-        .map(|i| candidate(w, snap, states, i, tried))
-        .collect();
+    // On the stack for the usual few servers.
+    let mut stack = [Candidate {
+        state: crate::balance::ServerState::Down,
+        weight: 0,
+        backup: false,
+        active: 0,
+        excluded: true,
+    }; 32];
+    let mut heap: Vec<Candidate>;
+    let cands: &mut [Candidate] = if be.count <= stack.len() {
+        for (k, i) in (be.first..be.first + be.count).enumerate() {
+            stack[k] = candidate(w, snap, states, i, tried);
+        }
+        &mut stack[..be.count]
+    } else {
+        heap = (be.first..be.first + be.count)
+            .map(|i| candidate(w, snap, states, i, tried))
+            .collect();
+        &mut heap[..]
+    };
     let pick = |cands: &[Candidate]| {
         let mut rr = w.rr.borrow_mut();
         let rr = &mut rr[be_idx];
@@ -1239,7 +1298,7 @@ fn select(
             config::Balance::LeastConn => balance::pick_leastconn(cands, rr),
         }
     };
-    if let Some(i) = pick(&cands) {
+    if let Some(i) = pick(cands) {
         return Some(be.first + i);
     }
     // Every server was avoided after recent failures: try them anyway, except the ones
@@ -1247,7 +1306,7 @@ fn select(
     for (k, c) in cands.iter_mut().enumerate() {
         c.excluded = tried.contains(&(be.first + k));
     }
-    pick(&cands).map(|i| be.first + i)
+    pick(cands).map(|i| be.first + i)
 }
 
 /// A pooled connection when there is one (checked alive for requests that must not be

@@ -124,12 +124,6 @@ impl Snapshot {
             });
         }
         let mut frontends = Vec::new();
-        let tls_port = cfg
-            .frontends
-            .iter()
-            .find(|f| f.tls.is_some())
-            .and_then(|f| f.bind.first())
-            .map(|a| a.port());
         for f in &cfg.frontends {
             let redirect_port = match f.redirect_https.as_ref().and_then(|r| r.port) {
                 Some(443) | None => String::new(),

@@ -84,8 +84,10 @@ type Waiters = std::collections::VecDeque<(u64, Option<usize>)>;
 pub struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
-    pub snap: RefCell<Arc<Snapshot>>,
-    pub states: RefCell<Arc<States>>,
+    /// The core's own handles on the shared snapshots: cloning an `Rc` touches no
+    /// cache line another core writes.
+    pub snap: RefCell<Rc<Arc<Snapshot>>>,
+    pub states: RefCell<Rc<Arc<States>>>,
     updates: Receiver<Update>,
     pub pools: RefCell<Vec<Vec<Pooled>>>,
     bufs: RefCell<Vec<Vec<u8>>>,
@@ -127,8 +129,8 @@ impl Worker {
         let w = Worker {
             id,
             shared,
-            snap: RefCell::new(snap.clone()),
-            states: RefCell::new(states),
+            snap: RefCell::new(Rc::new(snap.clone())),
+            states: RefCell::new(Rc::new(states)),
             updates,
             pools: RefCell::new(Vec::new()),
             bufs: RefCell::new(Vec::new()),
@@ -193,19 +195,19 @@ impl Worker {
             match u {
                 Update::Config(snap, states) => {
                     self.install(&snap);
-                    *self.snap.borrow_mut() = snap;
-                    *self.states.borrow_mut() = states;
+                    *self.snap.borrow_mut() = Rc::new(snap);
+                    *self.states.borrow_mut() = Rc::new(states);
                 }
                 Update::States(s) => {
                     if s.generation == self.snap.borrow().generation {
-                        *self.states.borrow_mut() = s;
+                        *self.states.borrow_mut() = Rc::new(s);
                     }
                 }
             }
         }
     }
 
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
         self.snap.borrow().clone()
     }
 
@@ -414,12 +416,7 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
                 }
                 w.conn_opened();
                 let _ = stream.set_nodelay(true);
-                let w2 = w.clone();
-                let fut = async move {
-                    crate::proxy::serve_accepted(w2.clone(), fe, stream, peer).await;
-                    w2.conn_closed();
-                };
-                monoio::spawn(fut);
+                monoio::spawn(crate::proxy::serve_accepted(w.clone(), fe, stream, peer));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.

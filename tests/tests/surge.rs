@@ -1,0 +1,657 @@
+//! Surges (issue 3, points 4 and 5): per-server maxconn holds across both cores; requests
+//! over it wait in order, then get 503 after timeout_queue; past max_queue arriving
+//! students get the waiting room (503, Retry-After, a page that refreshes itself) and keep
+//! their session; queue lengths and waiting times show in `show servers` and the stats.
+//! And the exam itself: 2,000 students logging in and submitting a quiz through 2 cores to
+//! three nodes with node-local sessions, with no login loop, no lost or doubled
+//! submission, and no node ever over its maxconn.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use engine_tests::*;
+
+both_drivers!(
+    maxconn_holds_across_cores,
+    queue_serves_in_order,
+    queue_timeout_then_503,
+    waiting_room_past_max_queue,
+    builtin_waiting_room,
+    two_thousand_students,
+);
+
+fn stats(r: &Running) -> Box<engine::control::StatsView> {
+    r.stats().expect("stats from a running engine")
+}
+
+/// The `show servers` line of `backend/server`, split in columns:
+/// `backend/server address state weight active queued total`.
+fn show_line(r: &Running, bs: &str) -> Vec<String> {
+    let ans = r.admin("show servers");
+    assert!(
+        ans.starts_with("# backend/server address state weight active queued total"),
+        "show servers header:\n{ans}"
+    );
+    assert!(ans.ends_with("\n\n"), "the answer ends with an empty line");
+    ans.lines()
+        .find(|l| l.split_whitespace().next() == Some(bs))
+        .unwrap_or_else(|| panic!("no line for {bs} in show servers:\n{ans}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn col(line: &[String], i: usize) -> u64 {
+    line[i]
+        .parse()
+        .unwrap_or_else(|_| panic!("column {i} of {line:?}"))
+}
+
+/// The cookie jar of one student, and the connection of the lab machine they sit at.
+struct Browser {
+    addr: SocketAddr,
+    conn: Option<Conn>,
+    jar: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn new(addr: SocketAddr) -> Browser {
+        Browser {
+            addr,
+            conn: None,
+            jar: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        form: Option<&str>,
+    ) -> Result<Response, String> {
+        let mut c = match self.conn.take() {
+            Some(c) => c,
+            None => Conn::connect(self.addr).map_err(|e| format!("connect: {e}"))?,
+        };
+        let cookie = self.cookie_header();
+        let mut h: Vec<(&str, &str)> = Vec::new();
+        if !cookie.is_empty() {
+            h.push(("Cookie", &cookie));
+        }
+        if form.is_some() {
+            h.push(("Content-Type", "application/x-www-form-urlencoded"));
+        }
+        let resp = c
+            .request(method, path, &h, form.unwrap_or("").as_bytes())
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        if !resp.complete {
+            return Err(format!("{method} {path}: cut response"));
+        }
+        for sc in resp.headers_all("set-cookie") {
+            let first = sc.split(';').next().unwrap_or("");
+            if let Some((k, v)) = first.split_once('=') {
+                let (k, v) = (k.trim().to_string(), v.trim().to_string());
+                self.jar.retain(|(n, _)| *n != k);
+                let gone = v.is_empty() || v == "deleted";
+                if !gone {
+                    self.jar.push((k, v));
+                }
+            }
+        }
+        let close = resp
+            .header("connection")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
+        if !close {
+            self.conn = Some(c);
+        }
+        Ok(resp)
+    }
+}
+
+enum Outcome {
+    /// Dashboard and submission on this node.
+    Done(String),
+    /// Sent back to the login page after logging in.
+    Loop(String),
+}
+
+fn to_login(resp: &Response) -> bool {
+    resp.status / 100 == 3
+        && resp
+            .header("location")
+            .is_some_and(|l| l.contains("/login/"))
+}
+
+/// One student: login page, login, dashboard, quiz submission, dashboard again.
+fn exam(b: &mut Browser, user: &str, attempt: &str) -> Result<Outcome, String> {
+    let resp = b.request("GET", "/login/index.php", None)?;
+    if resp.status != 200 || !resp.text().contains("Moodle") {
+        return Err(format!(
+            "{user}: login page {} {}",
+            resp.status,
+            resp.text()
+        ));
+    }
+    let form = format!("username={user}&password=secret");
+    let resp = b.request("POST", "/login/index.php", Some(&form))?;
+    if resp.status / 100 != 3 || !resp.header("location").is_some_and(|l| l.contains("/my/")) {
+        return Err(format!(
+            "{user}: login answered {} {:?}",
+            resp.status, resp.headers
+        ));
+    }
+    let resp = b.request("GET", "/my/", None)?;
+    if to_login(&resp) {
+        return Ok(Outcome::Loop(format!(
+            "{user}: dashboard sent back to the login page"
+        )));
+    }
+    let want = format!("Dashboard of {user} on ");
+    let text = resp.text();
+    if resp.status != 200 || !text.contains(&want) {
+        return Err(format!("{user}: dashboard {} {text}", resp.status));
+    }
+    let home = text[text.find(&want).unwrap() + want.len()..]
+        .trim()
+        .to_string();
+    let form = format!("attempt={attempt}&answer=42");
+    let resp = b.request("POST", "/mod/quiz/processattempt.php", Some(&form))?;
+    if to_login(&resp) {
+        return Ok(Outcome::Loop(format!(
+            "{user}: quiz submission sent to the login page"
+        )));
+    }
+    let want = format!("submitted {user} attempt {attempt} on {home}");
+    if resp.status != 200 || !resp.text().contains(&want) {
+        return Err(format!(
+            "{user}: submission {} {} (want {want})",
+            resp.status,
+            resp.text()
+        ));
+    }
+    let resp = b.request("GET", "/my/", None)?;
+    if to_login(&resp) {
+        return Ok(Outcome::Loop(format!(
+            "{user}: logged out after submitting"
+        )));
+    }
+    if resp.status != 200 || !resp.text().contains(&home) {
+        return Err(format!(
+            "{user}: dashboard after submitting {} {}",
+            resp.status,
+            resp.text()
+        ));
+    }
+    Ok(Outcome::Done(home))
+}
+
+// ---------------------------------------------------------------- maxconn and the queue
+
+fn maxconn_holds_across_cores(driver: DriverChoice) {
+    let o = origins(2);
+    let r = start(
+        Web::new(&[&o[0], &o[1]])
+            .server_extra(0, "maxconn = 2")
+            .server_extra(1, "maxconn = 2")
+            .config(),
+        driver,
+    );
+    let addr = r.addr("web");
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        for t in 0..16 {
+            let failures = &failures;
+            sc.spawn(move || {
+                for i in 0..8 {
+                    // New connections: the kernel spreads them over both cores.
+                    match tools::client::get(addr, "/slow?ms=40") {
+                        Ok(resp) if resp.status == 200 => {}
+                        Ok(resp) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{t}/{i}: {}", resp.status)),
+                        Err(e) => failures.lock().unwrap().push(format!("{t}/{i}: {e}")),
+                    }
+                }
+            });
+        }
+    });
+    let f = failures.into_inner().unwrap();
+    assert!(
+        f.is_empty(),
+        "requests over maxconn wait, they do not fail: {f:?}"
+    );
+    for s in &o {
+        assert!(
+            s.max_active() <= 2,
+            "{}: {} requests in flight at once, maxconn 2 (both cores together)",
+            s.name(),
+            s.max_active()
+        );
+    }
+    assert!(
+        o.iter().any(|s| s.max_active() == 2),
+        "the load reached maxconn: {:?}",
+        o.iter().map(|s| s.max_active()).collect::<Vec<_>>()
+    );
+    assert_eq!(o[0].requests() + o[1].requests(), 128);
+    // Waiting times show in the stats.
+    wait_until(
+        Duration::from_secs(5),
+        "totals and queue times in the stats",
+        || {
+            let s = stats(&r);
+            let b = &s.backends[0];
+            b.servers.iter().map(|s| s.total).sum::<u64>() == 128 && b.queue_p50_ms > 0.0
+        },
+    );
+}
+
+fn queue_serves_in_order(driver: DriverChoice) {
+    let o = origins(1);
+    // One core: the order is per core (each core keeps its own queue).
+    let r = start_cores(
+        Web::new(&[&o[0]])
+            .defaults("timeout_queue = \"10s\"\n")
+            .server_extra(0, "maxconn = 1")
+            .config(),
+        driver,
+        1,
+    );
+    let addr = r.addr("web");
+    let done = Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        let occupant = sc.spawn(move || tools::client::get(addr, "/slow?ms=4000").unwrap().status);
+        wait_until(Duration::from_secs(5), "the occupant in flight", || {
+            o[0].active() == 1
+        });
+        // The cores report their queues about every 500 ms: the occupant outlasts five.
+        let mut hs = Vec::new();
+        for i in 0..5u64 {
+            let done = &done;
+            hs.push(sc.spawn(move || {
+                let resp = tools::client::get(addr, &format!("/slow?ms={}", 20 + i)).unwrap();
+                done.lock().unwrap().push(i);
+                resp.status
+            }));
+            // The next one arrives once this one waits.
+            wait_until(
+                Duration::from_secs(5),
+                &format!("{} waiting in the backend's queue", i + 1),
+                || stats(&r).backends[0].queued == i + 1,
+            );
+            assert_eq!(o[0].active(), 1, "maxconn 1: only the occupant runs");
+        }
+        let line = show_line(&r, "app/s1");
+        assert_eq!(col(&line, 4), 1, "show servers: one active: {line:?}");
+        assert_eq!(occupant.join().unwrap(), 200);
+        for h in hs {
+            assert_eq!(h.join().unwrap(), 200);
+        }
+    });
+    assert_eq!(
+        done.into_inner().unwrap(),
+        vec![0, 1, 2, 3, 4],
+        "waiting requests are served in the order they arrived"
+    );
+    assert_eq!(o[0].max_active(), 1);
+    wait_until(Duration::from_secs(5), "the queue empty again", || {
+        let s = stats(&r);
+        s.backends[0].queued == 0 && s.backends[0].queue_p50_ms > 0.0
+    });
+}
+
+fn queue_timeout_then_503(driver: DriverChoice) {
+    let dir = tmpdir("surge-timeout");
+    let page = std::fs::read("/work/shared/spec/errors/503.http").unwrap();
+    std::fs::write(dir.join("503.http"), &page).unwrap();
+    let o = origins(1);
+    let text = Web::new(&[&o[0]])
+        .defaults("timeout_queue = \"300ms\"\n")
+        .backend("errorfile_503 = \"503.http\"")
+        .server_extra(0, "maxconn = 1")
+        .text();
+    let r = start(cfg_in(&dir, &text, &[]), driver);
+    let addr = r.addr("web");
+    std::thread::scope(|sc| {
+        let occupant = sc.spawn(move || tools::client::get(addr, "/slow?ms=2500").unwrap().status);
+        wait_until(Duration::from_secs(5), "the occupant in flight", || {
+            o[0].active() == 1
+        });
+        for i in 0..2 {
+            let t = Instant::now();
+            let (raw, _) = raw_exchange(
+                addr,
+                b"GET /login/index.php HTTP/1.1\r\nHost: a\r\n\r\n",
+                Duration::from_secs(5),
+            );
+            let took = t.elapsed();
+            assert_eq!(
+                String::from_utf8_lossy(&raw),
+                String::from_utf8_lossy(&page),
+                "#{i}: the errorfile after timeout_queue"
+            );
+            assert!(
+                took >= Duration::from_millis(280) && took < Duration::from_millis(2000),
+                "#{i}: waited timeout_queue (300ms), not the occupant: {took:?}"
+            );
+        }
+        assert_eq!(
+            o[0].requests(),
+            1,
+            "the timed-out requests never reached the server"
+        );
+        assert_eq!(occupant.join().unwrap(), 200);
+    });
+    // No slot was lost: the next requests go straight through.
+    for i in 0..3 {
+        let t = Instant::now();
+        let resp = tools::client::get(addr, "/login/index.php").unwrap();
+        assert_eq!(resp.status, 200, "#{i} after the surge");
+        assert!(
+            t.elapsed() < Duration::from_millis(250),
+            "#{i} did not queue"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- the waiting room
+
+const ROOM: &str = "<!doctype html><html><head><meta http-equiv=\"refresh\" content=\"5\">\
+<title>Exam waiting room</title></head><body><h1>Please wait: the exam opens for you in a moment</h1>\
+</body></html>\n";
+
+fn waiting_room_past_max_queue(driver: DriverChoice) {
+    let dir = tmpdir("surge-room");
+    std::fs::write(dir.join("room.html"), ROOM).unwrap();
+    let o = origins(1);
+    let text = Web::new(&[&o[0]])
+        .defaults("timeout_queue = \"20s\"\n")
+        .backend(
+            "max_queue = 2\nwaiting_room = \"room.html\"\n[backend.cookie]\nname = \"SERVERID\"\n",
+        )
+        .server_extra(0, "maxconn = 1")
+        .text();
+    let r = start(cfg_in(&dir, &text, &[]), driver);
+    let addr = r.addr("web");
+
+    // Alice logs in before the surge.
+    let mut alice = Browser::new(addr);
+    assert_eq!(
+        alice
+            .request("GET", "/login/index.php", None)
+            .unwrap()
+            .status,
+        200
+    );
+    let resp = alice
+        .request(
+            "POST",
+            "/login/index.php",
+            Some("username=alice&password=x"),
+        )
+        .unwrap();
+    assert_eq!(resp.status, 303);
+    let jar_before = alice.cookie_header();
+    assert!(jar_before.contains("SERVERID=s1") && jar_before.contains("MoodleSession="));
+    let resp = alice.request("GET", "/my/", None).unwrap();
+    assert_eq!(resp.text(), "Dashboard of alice on s1");
+
+    std::thread::scope(|sc| {
+        // One request holds s1's only slot; two sticky students wait behind it.
+        let occupant = sc.spawn(move || {
+            let mut c = Conn::connect(addr).unwrap();
+            c.request("GET", "/slow?ms=2000", &[("Cookie", "SERVERID=s1")], b"")
+                .unwrap()
+                .status
+        });
+        wait_until(Duration::from_secs(5), "the occupant in flight", || {
+            o[0].active() == 1
+        });
+        let waiters: Vec<_> = (0..2)
+            .map(|i| {
+                let h = sc.spawn(move || {
+                    let mut c = Conn::connect(addr).unwrap();
+                    c.set_timeout(Duration::from_secs(20));
+                    c.request("GET", "/slow?ms=10", &[("Cookie", "SERVERID=s1")], b"")
+                        .unwrap()
+                        .status
+                });
+                wait_until(
+                    Duration::from_secs(5),
+                    &format!("{} waiting", i + 1),
+                    || stats(&r).backends[0].queued == i + 1,
+                );
+                h
+            })
+            .collect();
+
+        // The queue lengths, in the admin socket and the stats.
+        wait_until(
+            Duration::from_secs(5),
+            "show servers: 1 active, 2 queued",
+            || {
+                let l = show_line(&r, "app/s1");
+                col(&l, 4) == 1 && col(&l, 5) == 2
+            },
+        );
+        let s = stats(&r);
+        assert_eq!(s.backends[0].queued, 2);
+        assert_eq!(s.backends[0].servers[0].queued, 2, "{:?}", s.backends[0]);
+        assert_eq!(s.backends[0].servers[0].active, 1);
+
+        // Alice arrives past max_queue: the waiting room at once, her session untouched.
+        let t = Instant::now();
+        let resp = alice.request("GET", "/my/", None).unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "answered at once, not queued: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(resp.status, 503, "{:?}", resp.headers);
+        let retry: u64 = resp
+            .header("retry-after")
+            .unwrap_or_else(|| panic!("Retry-After: {:?}", resp.headers))
+            .trim()
+            .parse()
+            .expect("Retry-After in seconds");
+        assert!(retry > 0 && retry <= 120, "Retry-After {retry}");
+        assert_eq!(resp.text(), ROOM, "the configured waiting room page");
+        let refreshes = resp.header("refresh").is_some()
+            || resp
+                .text()
+                .to_ascii_lowercase()
+                .contains("http-equiv=\"refresh\"");
+        assert!(refreshes, "the page refreshes itself");
+        assert!(
+            resp.headers_all("set-cookie").is_empty(),
+            "the waiting room leaves the student's cookies alone: {:?}",
+            resp.headers
+        );
+        assert_eq!(alice.cookie_header(), jar_before);
+        // A new student too, and no one got to s1 meanwhile.
+        let resp = tools::client::get(addr, "/login/index.php").unwrap();
+        assert_eq!(resp.status, 503);
+        assert_eq!(resp.text(), ROOM);
+        assert!(resp.headers_all("set-cookie").is_empty());
+        assert_eq!(
+            o[0].requests(),
+            4,
+            "login page, login, dashboard, then the occupant"
+        );
+
+        assert_eq!(occupant.join().unwrap(), 200);
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), 200, "the queued students got in");
+        }
+    });
+    assert!(o[0].max_active() <= 1);
+    // Alice's page refreshes: she is still logged in on her node.
+    let resp = alice.request("GET", "/my/", None).unwrap();
+    assert_eq!(
+        (resp.status, resp.text()),
+        (200, "Dashboard of alice on s1".to_string()),
+        "after the waiting room the student's session is intact"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "queue empty, waiting times recorded",
+        || {
+            let s = stats(&r);
+            let b = &s.backends[0];
+            b.queued == 0 && b.servers[0].queued == 0 && b.queue_p50_ms > 0.0
+        },
+    );
+    let l = show_line(&r, "app/s1");
+    assert_eq!(col(&l, 5), 0, "{l:?}");
+}
+
+fn builtin_waiting_room(driver: DriverChoice) {
+    let o = origins(1);
+    let r = start(
+        Web::new(&[&o[0]])
+            .backend("max_queue = 0\n")
+            .server_extra(0, "maxconn = 1")
+            .config(),
+        driver,
+    );
+    let addr = r.addr("web");
+    std::thread::scope(|sc| {
+        let occupant = sc.spawn(move || tools::client::get(addr, "/slow?ms=800").unwrap().status);
+        wait_until(Duration::from_secs(5), "the occupant in flight", || {
+            o[0].active() == 1
+        });
+        let resp = tools::client::get(addr, "/").unwrap();
+        assert_eq!(resp.status, 503);
+        assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+        let body = resp.text().to_ascii_lowercase();
+        assert!(body.contains("<html"), "an HTML page: {body}");
+        assert!(
+            resp.header("refresh").is_some() || body.contains("http-equiv=\"refresh\""),
+            "the built-in page refreshes itself: {body}"
+        );
+        assert_eq!(occupant.join().unwrap(), 200);
+    });
+    assert_eq!(tools::client::get(addr, "/").unwrap().status, 200);
+}
+
+// ---------------------------------------------------------------- the exam
+
+const STUDENTS: usize = 2000;
+const LABS: usize = 24;
+const MAXCONN: u64 = 6;
+
+fn two_thousand_students(driver: DriverChoice) {
+    let o = origins(3);
+    let extra = format!("maxconn = {MAXCONN}");
+    let r = start(
+        Web::new(&[&o[0], &o[1], &o[2]])
+            .backend("[backend.cookie]\nname = \"SERVERID\"\n")
+            .server_extra(0, &extra)
+            .server_extra(1, &extra)
+            .server_extra(2, &extra)
+            .config(),
+        driver,
+    );
+    let addr = r.addr("web");
+    let next = AtomicUsize::new(0);
+    let homes = Mutex::new(HashMap::<String, String>::new());
+    let loops = Mutex::new(Vec::new());
+    let failures = Mutex::new(Vec::new());
+    let t0 = Instant::now();
+    std::thread::scope(|sc| {
+        for _ in 0..LABS {
+            let (next, homes, loops, failures) = (&next, &homes, &loops, &failures);
+            sc.spawn(move || {
+                // A lab machine: one keep-alive connection, a fresh cookie jar per student.
+                let mut b = Browser::new(addr);
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= STUDENTS || t0.elapsed() > Duration::from_secs(40) {
+                        break;
+                    }
+                    b.jar.clear();
+                    let user = format!("student{i:04}");
+                    match exam(&mut b, &user, &format!("a{i}")) {
+                        Ok(Outcome::Done(home)) => {
+                            homes.lock().unwrap().insert(user, home);
+                        }
+                        Ok(Outcome::Loop(m)) => loops.lock().unwrap().push(m),
+                        Err(m) => {
+                            failures.lock().unwrap().push(m);
+                            b.conn = None;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let took = t0.elapsed();
+    let loops = loops.into_inner().unwrap();
+    let failures = failures.into_inner().unwrap();
+    let homes = homes.into_inner().unwrap();
+    assert!(
+        loops.is_empty(),
+        "{} login loop(s): {:?}",
+        loops.len(),
+        &loops[..loops.len().min(10)]
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed student(s): {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert_eq!(
+        homes.len(),
+        STUDENTS,
+        "every student finished within 40 s (took {took:?})"
+    );
+    // Every submission recorded exactly once, on the student's own node.
+    let mut seen: HashMap<(String, String), (u32, String)> = HashMap::new();
+    for s in &o {
+        for (k, n) in s.attempts() {
+            let e = seen.entry(k).or_insert((0, s.name().to_string()));
+            e.0 += n;
+            e.1 = s.name().to_string();
+        }
+    }
+    assert_eq!(seen.len(), STUDENTS, "no lost submission");
+    for i in 0..STUDENTS {
+        let user = format!("student{i:04}");
+        let key = (user.clone(), format!("a{i}"));
+        let (n, on) = seen
+            .get(&key)
+            .unwrap_or_else(|| panic!("{user}'s submission lost"));
+        assert_eq!(*n, 1, "{user}'s submission recorded {n} times");
+        assert_eq!(on, &homes[&user], "{user} submitted on their own node");
+    }
+    // Spread over the three nodes, none over its maxconn.
+    for s in &o {
+        let mine = homes.values().filter(|h| *h == s.name()).count();
+        assert!(
+            mine >= STUDENTS / 5,
+            "{} has {mine} of {STUDENTS} students",
+            s.name()
+        );
+        assert!(
+            s.max_active() <= MAXCONN,
+            "{}: {} requests in flight at once, maxconn {MAXCONN}",
+            s.name(),
+            s.max_active()
+        );
+        assert_eq!(s.sessions(), mine, "{}: one session per student", s.name());
+    }
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+}
