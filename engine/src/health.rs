@@ -182,16 +182,15 @@ async fn probe_inner(addr: SocketAddr, check: &Check) -> Result<u16, ProbeFail> 
             return Err(ProbeFail::StringMissing);
         }
         rest.clear();
-        let (r, b) = s
-            .read(std::mem::take(&mut rest).slice_mut(0..16 * 1024))
-            .await;
+        if rest.capacity() < 16 * 1024 {
+            rest.reserve(16 * 1024);
+        }
+        let cap = rest.capacity();
+        let (r, b) = s.read(std::mem::take(&mut rest).slice_mut(0..cap)).await;
         rest = b.into_inner();
         match r {
             Ok(0) | Err(_) => return Err(ProbeFail::StringMissing),
             Ok(_) => {}
-        }
-        if rest.capacity() < 16 * 1024 {
-            rest.reserve(16 * 1024);
         }
     }
 }

@@ -1370,6 +1370,9 @@ fn sighup_swaps_certificate_under_running_clients() {
     b.stop();
 }
 
+/// A named way to spoil the certificate file.
+type Case<'a> = (&'static str, Box<dyn Fn() + 'a>);
+
 /// SIGHUP with a mismatched pair, a non-PEM file, a missing file: each keeps the current
 /// certificate and logs why, naming the file; then a good file reloads. A failed
 /// handshake is logged with the client's address.
@@ -1404,7 +1407,7 @@ fn sighup_refused_reload_keeps_certificate() {
         p.send(b"GET /echo HTTP/1.1\r\nHost: old.reload.test\r\n\r\n");
         p.wait_responses(1, Duration::from_secs(5));
         let refusals = || b.stderr().matches("configuration stays").count();
-        let cases: [(&str, Box<dyn Fn()>); 3] = [
+        let cases: [Case; 3] = [
             (
                 "mismatched",
                 Box::new(|| write_pair(&cert, &["bad.reload.test"], true)),
