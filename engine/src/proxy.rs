@@ -280,6 +280,38 @@ async fn serve_tls(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr
 
 /// Serves one client connection to its end.
 pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: SocketAddr, tls: bool) {
+    match serve_loop(&w, fe, &mut io, peer, tls).await {
+        End::Close => {
+            if tls {
+                // close_notify, so that the client can tell a complete close-delimited
+                // body from a cut one.
+                let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(async {
+                    let _ = monoio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                });
+                fut.await;
+            }
+        }
+        End::Tunnel(up, leftover, idle) => {
+            let fut: std::pin::Pin<Box<dyn Future<Output = ()>>> =
+                Box::pin(tunnel(io, up, leftover, idle));
+            fut.await;
+        }
+    }
+}
+
+/// How a connection's request loop ended.
+enum End {
+    Close,
+    Tunnel(TcpStream, Vec<u8>, Duration),
+}
+
+async fn serve_loop<S: ClientIo>(
+    w: &Rc<Worker>,
+    fe: usize,
+    io: &mut S,
+    peer: SocketAddr,
+    tls: bool,
+) -> End {
     let mut cb = ClientBuf {
         v: Vec::new(),
         start: 0,
@@ -295,58 +327,57 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
             let ticks = {
                 let snap = w.snap.borrow();
                 let Some(front) = snap.frontends.get(fe) else {
-                    return;
+                    return End::Close;
                 };
                 let t = &front.cfg.timeouts;
                 ticks_for(if first { t.http_request } else { t.keep_alive })
             };
             let buf = std::mem::take(&mut cb.v);
-            match io.idle_read(&w, buf, ticks, !first, &mut canceller).await {
+            match io.idle_read(w, buf, ticks, !first, &mut canceller).await {
                 Idle::Ready(v) => {
                     cb.v = v;
                     cb.start = 0;
                 }
-                Idle::Eof | Idle::Stopped => return,
+                Idle::Eof | Idle::Stopped => return End::Close,
                 Idle::Expired => {
                     if first {
                         // Nothing arrived within timeout_http_request.
                         let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> =
-                            Box::pin(answer_408(&w, fe, &mut io, peer, accepted.0, accepted.1));
+                            Box::pin(answer_408(w, fe, io, peer, accepted.0, accepted.1));
                         fut.await;
                     }
-                    return;
+                    return End::Close;
                 }
             }
             started = Instant::now();
         }
         let fut: std::pin::Pin<Box<dyn Future<Output = Next> + '_>> =
-            Box::pin(request(&w, fe, &mut io, &mut cb, peer, started, tls));
+            Box::pin(request(w, fe, io, &mut cb, peer, started, tls));
         let next = fut.await;
         first = false;
         match next {
             Next::KeepAlive => {
                 if w.stopping.get() {
-                    cb.release(&w);
-                    return;
+                    cb.release(w);
+                    return End::Close;
                 }
                 if cb.is_empty() {
-                    cb.release(&w);
+                    cb.release(w);
                 }
             }
             Next::Close => {
-                cb.release(&w);
-                return;
+                cb.release(w);
+                return End::Close;
             }
             Next::Linger => {
-                cb.release(&w);
-                let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> =
-                    Box::pin(linger(&mut io));
+                cb.release(w);
+                let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(linger(io));
                 fut.await;
-                return;
+                return End::Close;
             }
             Next::Tunnel(up) => {
                 let leftover = cb.data().to_vec();
-                cb.release(&w);
+                cb.release(w);
                 let idle = {
                     let snap = w.snap.borrow();
                     snap.frontends
@@ -354,10 +385,7 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
                         .map(|f| f.cfg.timeouts.client.max(f.cfg.timeouts.server))
                         .unwrap_or(Duration::from_secs(50))
                 };
-                let fut: std::pin::Pin<Box<dyn Future<Output = ()>>> =
-                    Box::pin(tunnel(io, up, leftover, idle));
-                fut.await;
-                return;
+                return End::Tunnel(up, leftover, idle);
             }
         }
     }
@@ -395,7 +423,7 @@ async fn request<S: ClientIo>(
             Ok(Ok(0)) | Ok(Err(_)) => {
                 // The client left mid-head (or between requests: not an error).
                 if !cb.is_empty() && !w.log.borrow().dontlognull {
-                    log_simple(w, &snap, fe, peer, wall, started, 400, "CR", String::new());
+                    log_simple(w, snap, fe, peer, wall, started, 400, "CR", String::new());
                 }
                 cb.release(w);
                 return Next::Close;
@@ -409,7 +437,7 @@ async fn request<S: ClientIo>(
         Err(None) => {
             // The head did not arrive within timeout_http_request.
             let _ = write_vec(io, error_response(408, true), t.client).await;
-            log_simple(w, &snap, fe, peer, wall, started, 408, "cR", String::new());
+            log_simple(w, snap, fe, peer, wall, started, 408, "cR", String::new());
             cb.release(w);
             return Next::Close;
         }
@@ -860,7 +888,6 @@ async fn exchange<S: ClientIo>(
     let retries = bt.retries;
     let mut attempts = 0u32;
     let mut t_connect = Instant::now();
-    let mut out = out;
     let mut fresh_for: Option<usize> = None;
     let mut head_done = false;
     loop {
@@ -919,11 +946,10 @@ async fn exchange<S: ClientIo>(
                 Err(e) => {
                     release(snap, sid);
                     tracing::debug!(server = %snap.servers[sid].name, "connect failed: {e}");
-                    {
-                        let mut c = w.counters.borrow_mut();
-                        c[sid].failures += 1;
-                        c[sid].avoid_until = Some(Instant::now() + Duration::from_secs(2));
-                    }
+                    w.counter(snap.generation, sid, |c| {
+                        c.failures += 1;
+                        c.avoid_until = Some(Instant::now() + Duration::from_secs(2));
+                    });
                     // Its idle pooled connections are likely dead too.
                     if let Some(p) = w.pools.borrow_mut().get_mut(sid) {
                         p.clear();
@@ -977,11 +1003,10 @@ async fn exchange<S: ClientIo>(
                 out_tail_done = true;
             }
         }
-        {
-            let mut c = w.counters.borrow_mut();
-            c[sid].active += 1;
-            c[sid].total += 1;
-        }
+        w.counter(snap.generation, sid, |c| {
+            c.active += 1;
+            c.total += 1;
+        });
         let result = send_and_relay(
             &mut cx,
             io,
@@ -1002,9 +1027,11 @@ async fn exchange<S: ClientIo>(
             started,
         )
         .await;
-        w.counters.borrow_mut()[sid].active -= 1;
+        w.counter(snap.generation, sid, |c| {
+            c.active = c.active.saturating_sub(1)
+        });
         release(snap, sid);
-        {
+        if w.counters_generation() == snap.generation {
             let us = started.elapsed().as_micros() as u64;
             let mut h = w.hist.borrow_mut();
             if let Some(h) = h.get_mut(sid) {
@@ -1209,7 +1236,7 @@ fn candidate_ignoring_full(
     tried: &[usize],
 ) -> Candidate {
     let mut c = candidate(w, snap, states, i, tried);
-    let c2 = &w.counters.borrow()[i];
+    let c2 = w.counter_get(snap.generation, i);
     let avoid = c2.avoid_until.map(|u| Instant::now() < u).unwrap_or(false);
     c.excluded = tried.contains(&i) || avoid;
     c
@@ -1246,7 +1273,7 @@ fn candidate(
             state: crate::balance::ServerState::Up,
             weight: snap.servers[i].weight,
         });
-    let c = &w.counters.borrow()[i];
+    let c = w.counter_get(snap.generation, i);
     let avoid = c.avoid_until.map(|u| Instant::now() < u).unwrap_or(false);
     let srv = &snap.servers[i];
     let full =
@@ -1456,7 +1483,7 @@ async fn send_and_relay<S: ClientIo>(
     cx.rec.tr = t_resp.elapsed().as_millis() as i64;
     cx.rec.status = head.status;
     if head.status >= 500 {
-        w.counters.borrow_mut()[sid].responses_5xx += 1;
+        w.counter(snap.generation, sid, |c| c.responses_5xx += 1);
         w.passive(sid, crate::control::PassiveKind::Status5xx);
     }
 

@@ -197,7 +197,9 @@ impl TlsServer {
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(self.resolver.clone());
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // http/1.0 too: a client that offers only it (curl --http1.0) is served rather than
+        // refused at the handshake.
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
         cfg.session_storage = ServerSessionMemoryCache::new(4096);
         cfg.ticketer = self.ticketer.clone();
         cfg.send_tls13_tickets = 2;

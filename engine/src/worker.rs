@@ -107,6 +107,9 @@ pub struct Worker {
     pub queued: RefCell<Vec<u32>>,
     pub queue_hist: RefCell<Vec<Histogram<u64>>>,
     ticks: Cell<u64>,
+    /// The generation `counters`, `hist` and `queue` are sized for: a request that
+    /// started before a reload leaves them alone.
+    counters_gen: Cell<u64>,
     /// Buffers freed since the last sweep that returned memory to the system.
     freed: Cell<u64>,
     /// Per backend: this core's waiting requests in order (ticket, sticky server).
@@ -147,6 +150,7 @@ impl Worker {
             queued: RefCell::new(Vec::new()),
             queue_hist: RefCell::new(Vec::new()),
             ticks: Cell::new(0),
+            counters_gen: Cell::new(u64::MAX),
             freed: Cell::new(0),
             queue: RefCell::new(Vec::new()),
             next_ticket: Cell::new(0),
@@ -163,6 +167,7 @@ impl Worker {
             .map(|b| RoundRobin::new(b.count))
             .collect();
         *self.counters.borrow_mut() = vec![ServerCounters::default(); snap.servers.len()];
+        self.counters_gen.set(snap.generation);
         *self.hist.borrow_mut() = (0..snap.servers.len()).map(|_| new_hist()).collect();
         *self.queued.borrow_mut() = vec![0; snap.backends.len()];
         *self.queue.borrow_mut() = (0..snap.backends.len())
@@ -230,6 +235,31 @@ impl Worker {
         if b.capacity() > 0 {
             self.freed.set(self.freed.get() + 1);
         }
+    }
+
+    pub fn counters_generation(&self) -> u64 {
+        self.counters_gen.get()
+    }
+
+    /// Updates a server's counters, if they belong to `generation`.
+    #[inline]
+    pub fn counter(&self, generation: u64, server: usize, f: impl FnOnce(&mut ServerCounters)) {
+        if generation == self.counters_gen.get() {
+            if let Some(c) = self.counters.borrow_mut().get_mut(server) {
+                f(c);
+            }
+        }
+    }
+
+    /// A copy of a server's counters (zero for another generation).
+    #[inline]
+    pub fn counter_get(&self, generation: u64, server: usize) -> ServerCounters {
+        if generation == self.counters_gen.get() {
+            if let Some(c) = self.counters.borrow().get(server) {
+                return c.clone();
+            }
+        }
+        ServerCounters::default()
     }
 
     /// The first non-sticky waiter of a backend's queue on this core.

@@ -529,11 +529,18 @@ fn http10_client_over_tls(driver: DriverChoice) {
         "/login/index.php",
         &["--http1.0"],
     );
+    // The answer's version is the engine's own, HTTP/1.1 (RFC 9110 §6.2: a server sends
+    // the highest minor version it conforms to); what matters is a served request.
     assert_eq!(
-        (res.code, res.status, res.http_version.as_str()),
-        (Some(0), 200, "1.0"),
+        (res.code, res.status),
+        (Some(0), 200),
         "curl --http1.0 over TLS:\n{}",
         res.verbose
+    );
+    assert!(
+        matches!(res.http_version.as_str(), "1.0" | "1.1"),
+        "{}",
+        res.http_version
     );
     assert!(res.body.contains("Moodle"), "{}", res.body);
 }
