@@ -96,6 +96,13 @@ pub fn all_scenarios() -> Vec<Scenario> {
             ..base.clone()
         },
         Scenario {
+            name: "tls-handshake-ec",
+            what: "small GET / with Connection: close over TLS: a full handshake per request (ECDSA P-256 certificate, no resumption)",
+            tls: Tls::Ec,
+            close: true,
+            ..base.clone()
+        },
+        Scenario {
             name: "idle-10k",
             what: "10,000 keep-alive clients, each after one request, held idle while a trickle of requests runs over them: memory per idle connection",
             idle: true,

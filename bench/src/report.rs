@@ -262,7 +262,7 @@ pub fn markdown(meta: &Meta, rs: &[ScenarioResult]) -> String {
 - Same two origins (round robin), upstream connections pooled and kept alive (engine: its pool; HAProxy: `http-reuse always`; nginx: `keepalive 64`, `proxy_http_version 1.1`, `Connection \"\"`).\n\
 - Two workers each: engine `--cores 2`, HAProxy `nbthread 2`, nginx `worker_processes 2`; logging off everywhere; `X-Forwarded-For` added by all three; client keep-alive timeout 120 s; no request limit per connection (nginx `keepalive_requests 100000000`).\n\
 - Sticky scenarios: engine `[backend.cookie] name=\"SERVERID\" mode=\"insert\" indirect nocache`, HAProxy `cookie SERVERID insert indirect nocache`. nginx OSS cannot insert a persistence cookie; the closest equivalent used here maps `$cookie_SERVERID` to a one-server upstream (exact stickiness), adds `Set-Cookie: SERVERID=<id>; Path=/` from `$upstream_addr` when the client sent none, and removes the cookie from what the origin receives.\n\
-- TLS: the same self-signed certificate for all three (ECDSA P-256 for tls-ka, RSA-2048 for tls-handshake), TLS 1.2+ with the library defaults (TLS 1.3 is negotiated); wrk does not resume sessions, so each tls-handshake request is a full handshake.\n\
+- TLS: the same self-signed certificate for all three (ECDSA P-256 for tls-ka and tls-handshake-ec, RSA-2048 for tls-handshake), TLS 1.2+ with the library defaults (TLS 1.3 is negotiated); wrk does not resume sessions, so each tls-handshake request is a full handshake.\n\
 - The engine runs with `MIMALLOC_ALLOW_THP=0` so its RSS is not rounded up to huge pages.\n\
 - Every generated configuration is under configs/<scenario>/, and every command in results.json.\n\n\
 ## How to read this\n\n\

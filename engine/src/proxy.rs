@@ -280,7 +280,7 @@ async fn serve_tls(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr
 
 /// Serves one client connection to its end.
 pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: SocketAddr, tls: bool) {
-    match serve_loop(&w, fe, &mut io, peer, tls).await {
+    match serve_loop(&w, fe, &mut io, peer).await {
         End::Close => {
             if tls {
                 // close_notify, so that the client can tell a complete close-delimited
@@ -305,13 +305,9 @@ enum End {
     Tunnel(TcpStream, Vec<u8>, Duration),
 }
 
-async fn serve_loop<S: ClientIo>(
-    w: &Rc<Worker>,
-    fe: usize,
-    io: &mut S,
-    peer: SocketAddr,
-    tls: bool,
-) -> End {
+async fn serve_loop<S: ClientIo>(w: &Rc<Worker>, fe: usize, io: &mut S, peer: SocketAddr) -> End {
+    // X-Forwarded-For, rendered once per connection.
+    let xff = peer.ip().to_canonical().to_string();
     let mut cb = ClientBuf {
         v: Vec::new(),
         start: 0,
@@ -352,7 +348,7 @@ async fn serve_loop<S: ClientIo>(
             started = Instant::now();
         }
         let fut: std::pin::Pin<Box<dyn Future<Output = Next> + '_>> =
-            Box::pin(request(w, fe, io, &mut cb, peer, started, tls));
+            Box::pin(request(w, fe, io, &mut cb, peer, started, &xff));
         let next = fut.await;
         first = false;
         match next {
@@ -401,7 +397,7 @@ async fn request<S: ClientIo>(
     cb: &mut ClientBuf,
     peer: SocketAddr,
     started: Instant,
-    tls: bool,
+    xff: &str,
 ) -> Next {
     let snap_rc = w.snapshot();
     let snap: &Snapshot = &snap_rc;
@@ -461,7 +457,7 @@ async fn request<S: ClientIo>(
         }
     };
     let tq = started.elapsed();
-    exchange(w, snap, fe, io, cb, peer, head, wall, started, tq, tls).await
+    exchange(w, snap, fe, io, cb, peer, head, wall, started, tq, xff).await
 }
 
 async fn answer_408<S: ClientIo>(
@@ -609,7 +605,7 @@ fn build_request_head(
     req: &RequestHead,
     fe: &FrontendRt,
     be: Option<&crate::snapshot::BackendRt>,
-    peer: SocketAddr,
+    xff: &str,
     out: &mut Vec<u8>,
 ) -> Option<Vec<u8>> {
     let mut sticky = None;
@@ -664,7 +660,7 @@ fn build_request_head(
     }
     if fe.cfg.forwarded_for {
         out.extend_from_slice(b"X-Forwarded-For: ");
-        out.extend_from_slice(peer.ip().to_canonical().to_string().as_bytes());
+        out.extend_from_slice(xff.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(&fe.set_lines);
@@ -710,7 +706,7 @@ async fn exchange<S: ClientIo>(
     wall: SystemTime,
     started: Instant,
     tq: Duration,
-    _tls: bool,
+    xff: &str,
 ) -> Next {
     let fe = &snap.frontends[fe_idx];
     let t = fe.cfg.timeouts;
@@ -797,7 +793,7 @@ async fn exchange<S: ClientIo>(
 
     // The head for the server (the same whichever server takes it).
     let mut out = w.get_buf();
-    let sticky = build_request_head(cb.data(), &req, fe, Some(be), peer, &mut out);
+    let sticky = build_request_head(cb.data(), &req, fe, Some(be), xff, &mut out);
     let need_host = if req.host.is_none() { Some(()) } else { None };
     let method = req.method;
     let head_len = req.head_len;

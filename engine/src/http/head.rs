@@ -346,6 +346,27 @@ fn valid_target(t: &[u8], method: Method) -> bool {
 
 const STACK_HEADERS: usize = 128;
 
+/// Marks the headers that a Connection header names as hop-by-hop (RFC 9110 §7.6.1).
+/// `upgrading`: a 101 keeps its Upgrade header.
+fn drop_named(buf: &[u8], headers: &[httparse::Header<'_>], fields: &mut [Field], upgrading: bool) {
+    for h in headers
+        .iter()
+        .filter(|h| eq_ic(h.name.as_bytes(), b"connection"))
+    {
+        for t in tokens(h.value) {
+            if eq_ic(t, b"close") || eq_ic(t, b"keep-alive") || (upgrading && eq_ic(t, b"upgrade"))
+            {
+                continue;
+            }
+            for f in fields.iter_mut() {
+                if !f.drop && eq_ic(f.name(buf), t) {
+                    f.drop = true;
+                }
+            }
+        }
+    }
+}
+
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, RequestError> {
     // Skip at most a few leading empty lines (RFC 9112 §2.2 allows ignoring one or more).
@@ -507,23 +528,7 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
         return Err(RequestError::MissingHost);
     }
     // Headers named by Connection are hop-by-hop too.
-    let named: Vec<(u32, u32)> = req
-        .headers
-        .iter()
-        .filter(|h| eq_ic(h.name.as_bytes(), b"connection"))
-        .flat_map(|h| tokens(h.value).map(|t| span(buf, t)).collect::<Vec<_>>())
-        .collect();
-    if !named.is_empty() {
-        for f in fields.iter_mut() {
-            let n = f.name(buf);
-            if named
-                .iter()
-                .any(|&(a, b)| eq_ic(&buf[a as usize..b as usize], n))
-            {
-                f.drop = true;
-            }
-        }
-    }
+    drop_named(buf, req.headers, &mut fields, false);
     let upgrade = if conn.upgrade { upgrade } else { None };
     let body = if chunked {
         BodyLen::Chunked
@@ -632,24 +637,7 @@ pub fn parse_response(
         }
         fields.push(f);
     }
-    let named: Vec<(u32, u32)> = resp
-        .headers
-        .iter()
-        .filter(|h| eq_ic(h.name.as_bytes(), b"connection"))
-        .flat_map(|h| tokens(h.value).map(|t| span(buf, t)).collect::<Vec<_>>())
-        .collect();
-    if !named.is_empty() {
-        for f in fields.iter_mut() {
-            let n = f.name(buf);
-            if named
-                .iter()
-                .any(|&(a, b)| eq_ic(&buf[a as usize..b as usize], n))
-                && !(code == 101 && eq_ic(n, b"upgrade"))
-            {
-                f.drop = true;
-            }
-        }
-    }
+    drop_named(buf, resp.headers, &mut fields, code == 101);
     let body = if request_was_head || (100..200).contains(&code) || code == 204 || code == 304 {
         BodyLen::None
     } else if te_seen {
