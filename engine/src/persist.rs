@@ -325,6 +325,57 @@ impl Codec {
     }
 }
 
+/// The waiting room's turn cookie: whoever was sent to the waiting room keeps its turn
+/// over students who arrive after it.
+pub const TURN_COOKIE: &str = "engine_turn";
+/// How long a turn is kept (seconds).
+pub const TURN_TTL: u64 = 600;
+
+/// A turn value: `<first seen, base 36>.<mac>`, signed with the process's key.
+pub fn turn_value(key: &aws_lc_rs::hmac::Key, since: u64) -> String {
+    let body = b36(since);
+    let mac = hexs(&aws_lc_rs::hmac::sign(key, format!("turn:{body}").as_bytes()).as_ref()[..8]);
+    format!("{body}.{mac}")
+}
+
+/// When the turn began, if the value is ours and not older than [`TURN_TTL`].
+pub fn turn_since(key: &aws_lc_rs::hmac::Key, v: &[u8], now: u64) -> Option<u64> {
+    let v = std::str::from_utf8(v).ok()?;
+    let (body, mac) = v.split_once('.')?;
+    let want = hexs(&aws_lc_rs::hmac::sign(key, format!("turn:{body}").as_bytes()).as_ref()[..8]);
+    if want.len() != mac.len()
+        || want
+            .bytes()
+            .zip(mac.bytes())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            != 0
+    {
+        return None;
+    }
+    let since = u64::from_str_radix(body, 36).ok()?;
+    (now.saturating_sub(since) <= TURN_TTL).then_some(since)
+}
+
+/// Removes cookie `name` from a Cookie header value; returns its value and the rest
+/// (None when nothing is left).
+pub fn take_cookie(v: &[u8], name: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let mut found = None;
+    let mut out = Vec::with_capacity(v.len());
+    for (n, val) in pairs(v) {
+        if n == name {
+            found.get_or_insert_with(|| val.to_vec());
+            continue;
+        }
+        if !out.is_empty() {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(n);
+        out.push(b'=');
+        out.extend_from_slice(val);
+    }
+    (found, if out.is_empty() { None } else { Some(out) })
+}
+
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -426,6 +477,21 @@ mod tests {
         c2.key = Some("another secret of 16+ chars".into());
         let k2 = Codec::new(&c2, &["s1".into(), "s2".into()]);
         assert_eq!(k2.decode(v.as_bytes(), 1100), Err(Refused::Invalid));
+    }
+
+    #[test]
+    fn turn_cookie() {
+        let k = aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            b"0123456789abcdef0123456789abcdef",
+        );
+        let v = turn_value(&k, 1000);
+        assert_eq!(turn_since(&k, v.as_bytes(), 1100), Some(1000));
+        assert_eq!(turn_since(&k, v.as_bytes(), 1000 + TURN_TTL + 1), None);
+        assert_eq!(turn_since(&k, b"rs.0000000000000000", 1100), None);
+        let (t, rest) = take_cookie(b"a=1; engine_turn=xyz; b=2", b"engine_turn");
+        assert_eq!(t.as_deref(), Some(&b"xyz"[..]));
+        assert_eq!(rest.as_deref(), Some(&b"a=1; b=2"[..]));
     }
 
     #[test]

@@ -607,6 +607,7 @@ fn build_request_head(
     be: Option<&crate::snapshot::BackendRt>,
     xff: &str,
     out: &mut Vec<u8>,
+    turn: &mut Option<Vec<u8>>,
 ) -> Option<Vec<u8>> {
     let mut sticky = None;
     out.extend_from_slice(req.method_str(buf));
@@ -622,9 +623,29 @@ fn build_request_head(
         if is_excluded_header(name, fe) {
             continue;
         }
+        let mut value = f.value(buf);
+        let stripped: Vec<u8>;
+        if eq_ic(name, b"cookie")
+            && value
+                .windows(persist::TURN_COOKIE.len())
+                .any(|x| x == persist::TURN_COOKIE.as_bytes())
+        {
+            // The waiting room's turn cookie is ours: the server never sees it.
+            let (t, rest) = persist::take_cookie(value, persist::TURN_COOKIE.as_bytes());
+            if turn.is_none() {
+                *turn = t;
+            }
+            match rest {
+                Some(r) => {
+                    stripped = r;
+                    value = &stripped;
+                }
+                None => continue,
+            }
+        }
         if let (Some(c), true) = (cookie_cfg, eq_ic(name, b"cookie")) {
             let (found, rewritten) = persist::rewrite_request_cookie(
-                f.value(buf),
+                value,
                 c,
                 be.map(|b| b.app_cookie.as_str()).unwrap_or(""),
             );
@@ -641,7 +662,7 @@ fn build_request_head(
         }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(f.value(buf));
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     match req.body {
@@ -792,8 +813,9 @@ async fn exchange<S: ClientIo>(
     }
 
     // The head for the server (the same whichever server takes it).
+    let mut turn: Option<Vec<u8>> = None;
     let mut out = w.get_buf();
-    let sticky = build_request_head(cb.data(), &req, fe, Some(be), xff, &mut out);
+    let sticky = build_request_head(cb.data(), &req, fe, Some(be), xff, &mut out, &mut turn);
     let need_host = if req.host.is_none() { Some(()) } else { None };
     let method = req.method;
     let head_len = req.head_len;
@@ -888,11 +910,43 @@ async fn exchange<S: ClientIo>(
     let mut head_done = false;
     loop {
         let (mut up, sid, reused) = loop {
-            let sid = match acquire(w, snap, be_idx, sticky_server, &tried, bt.queue).await {
+            let now_s = persist::now_secs();
+            let turn_since = turn
+                .as_ref()
+                .and_then(|v| persist::turn_since(&w.shared.turn_key, v, now_s));
+            let sid = match acquire(
+                w,
+                snap,
+                be_idx,
+                sticky_server,
+                &tried,
+                bt.queue,
+                turn_since.is_some(),
+            )
+            .await
+            {
                 Acquired::Server(i) => i,
                 Acquired::WaitingRoom => {
                     w.put_buf(out);
-                    let resp = be.waiting_room.clone();
+                    // The turn cookie keeps the student's place: a returning student
+                    // goes before those who arrived after it.
+                    let since = turn_since.unwrap_or(now_s);
+                    let mut resp = Vec::with_capacity(be.waiting_room.len() + 96);
+                    let line_end = be
+                        .waiting_room
+                        .iter()
+                        .position(|&c| c == b'\n')
+                        .map(|p| p + 1)
+                        .unwrap_or(0);
+                    resp.extend_from_slice(&be.waiting_room[..line_end]);
+                    resp.extend_from_slice(b"Set-Cookie: ");
+                    resp.extend_from_slice(persist::TURN_COOKIE.as_bytes());
+                    resp.push(b'=');
+                    resp.extend_from_slice(
+                        persist::turn_value(&w.shared.turn_key, since).as_bytes(),
+                    );
+                    resp.extend_from_slice(b"; Path=/; Max-Age=600; HttpOnly\r\n");
+                    resp.extend_from_slice(&be.waiting_room[line_end..]);
                     cx.rec.bytes = resp.len() as u64;
                     let _ = write_vec(io, resp, t.client).await;
                     cx.rec.tw = t_queue.elapsed().as_millis() as i64;
@@ -1157,6 +1211,7 @@ async fn acquire(
     sticky: Option<usize>,
     tried: &[usize],
     timeout_queue: Duration,
+    has_turn: bool,
 ) -> Acquired {
     let try_once = |w: &Worker| -> Result<usize, bool> {
         w.refresh();
@@ -1195,7 +1250,14 @@ async fn acquire(
     // Wait in order.
     let be = &snap.backends[be_idx];
     if let Some(max) = be.cfg.max_queue {
-        if be.queued.load(std::sync::atomic::Ordering::Relaxed) >= max {
+        // Students back from the waiting room may queue past max_queue (up to twice it):
+        // they keep their turn over newcomers.
+        let limit = if has_turn {
+            max.saturating_mul(2).max(1)
+        } else {
+            max
+        };
+        if be.queued.load(std::sync::atomic::Ordering::Relaxed) >= limit {
             return Acquired::WaitingRoom;
         }
     }

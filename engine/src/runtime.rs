@@ -271,6 +271,11 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
         driver: std::sync::OnceLock::new(),
         total_requests: AtomicU64::new(0),
         running: AtomicUsize::new(cores),
+        turn_key: {
+            let mut k = [0u8; 32];
+            let _ = aws_lc_rs::rand::fill(&mut k);
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &k)
+        },
     });
     let grace = snap
         .cfg

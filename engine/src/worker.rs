@@ -70,6 +70,8 @@ pub struct Shared {
     pub total_requests: AtomicU64,
     /// Workers still running.
     pub running: AtomicUsize,
+    /// Signs the waiting room's turn cookies (random per process).
+    pub turn_key: aws_lc_rs::hmac::Key,
 }
 
 /// A pooled idle server connection.
