@@ -955,10 +955,7 @@ async fn exchange<S: ClientIo>(
                 }
                 Acquired::QueueTimeout => {
                     w.put_buf(out);
-                    let resp = be
-                        .errorfile_503
-                        .clone()
-                        .unwrap_or_else(|| error_response(503, true));
+                    let resp = be.response_503();
                     cx.rec.bytes = resp.len() as u64;
                     let _ = write_vec(io, resp, t.client).await;
                     cx.rec.tw = t_queue.elapsed().as_millis() as i64;
@@ -967,10 +964,7 @@ async fn exchange<S: ClientIo>(
                 }
                 Acquired::Nothing => {
                     w.put_buf(out);
-                    let resp = be
-                        .errorfile_503
-                        .clone()
-                        .unwrap_or_else(|| error_response(503, true));
+                    let resp = be.response_503();
                     cx.rec.bytes = resp.len() as u64;
                     let _ = write_vec(io, resp, t.client).await;
                     cx.log(503, b"SC", started);
@@ -1014,10 +1008,7 @@ async fn exchange<S: ClientIo>(
                     attempts += 1;
                     if attempts > retries {
                         w.put_buf(out);
-                        let resp = be
-                            .errorfile_503
-                            .clone()
-                            .unwrap_or_else(|| error_response(503, true));
+                        let resp = be.response_503();
                         cx.rec.bytes = resp.len() as u64;
                         let _ = write_vec(io, resp, t.client).await;
                         cx.rec.tc = t_connect.elapsed().as_millis() as i64;
@@ -1136,9 +1127,7 @@ async fn exchange<S: ClientIo>(
                 if !answered {
                     let status = f.status();
                     let resp = if status == 503 {
-                        be.errorfile_503
-                            .clone()
-                            .unwrap_or_else(|| error_response(503, true))
+                        be.response_503()
                     } else {
                         error_response(status, true)
                     };
@@ -2054,49 +2043,30 @@ async fn tunnel<S: ClientIo>(io: S, up: TcpStream, leftover: Vec<u8>, idle: Dura
             return;
         }
     }
-    let c2s = async {
-        let mut buf = Vec::with_capacity(16 * 1024);
-        loop {
-            let (r, b) = match monoio::time::timeout(idle, cr.read(buf)).await {
-                Ok(x) => x,
-                Err(_) => break,
-            };
-            buf = b;
-            match r {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let (r, b) = sw.write_all(buf).await;
-                    buf = b;
-                    buf.clear();
-                    if r.is_err() {
-                        break;
-                    }
+    monoio::join!(pump(&mut cr, &mut sw, idle), pump(&mut sr, &mut cw, idle));
+}
+
+/// One direction of a tunnel: copies until EOF, an error or `idle` without data, then
+/// shuts the other side's writing down.
+async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut W, idle: Duration) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    loop {
+        let (res, b) = match monoio::time::timeout(idle, r.read(buf)).await {
+            Ok(x) => x,
+            Err(_) => break,
+        };
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let (res, b) = w.write_all(buf).await;
+                buf = b;
+                buf.clear();
+                if res.is_err() {
+                    break;
                 }
             }
         }
-        let _ = sw.shutdown().await;
-    };
-    let s2c = async {
-        let mut buf = Vec::with_capacity(16 * 1024);
-        loop {
-            let (r, b) = match monoio::time::timeout(idle, sr.read(buf)).await {
-                Ok(x) => x,
-                Err(_) => break,
-            };
-            buf = b;
-            match r {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let (r, b) = cw.write_all(buf).await;
-                    buf = b;
-                    buf.clear();
-                    if r.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = cw.shutdown().await;
-    };
-    monoio::join!(c2s, s2c);
+    }
+    let _ = w.shutdown().await;
 }

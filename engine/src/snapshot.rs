@@ -66,6 +66,16 @@ pub struct ServerRt {
     pub inflight: AtomicU32,
 }
 
+impl BackendRt {
+    /// What a client gets when no server can take its request: the errorfile as it is,
+    /// else the built-in page.
+    pub fn response_503(&self) -> Vec<u8> {
+        self.errorfile_503
+            .clone()
+            .unwrap_or_else(|| crate::http::error_response(503, true))
+    }
+}
+
 /// One configuration generation.
 #[derive(Debug)]
 pub struct Snapshot {
