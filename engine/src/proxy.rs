@@ -22,7 +22,7 @@ use monoio::net::TcpStream;
 use crate::balance::{self, Candidate};
 use crate::http::chunked::{chunk_header, ChunkedDecoder};
 use crate::http::head::{
-    eq_ic, parse_request, parse_response, BodyLen, Method, RequestHead, ResponseHead,
+    eq_ic, parse_request, parse_response, BodyLen, Hdr, Method, RequestHead, ResponseHead,
 };
 use crate::http::{error_response, push_u64, simple_response};
 use crate::idle::Wake;
@@ -401,7 +401,13 @@ async fn request<S: ClientIo>(
 ) -> Next {
     let snap_rc = w.snapshot();
     let snap: &Snapshot = &snap_rc;
-    let wall = SystemTime::now() - started.elapsed();
+    // The log's clock only when there is a log.
+    let logging = w.log.borrow().enabled();
+    let wall = if logging {
+        SystemTime::now() - started.elapsed()
+    } else {
+        SystemTime::UNIX_EPOCH
+    };
     let t = snap.frontends[fe].cfg.timeouts;
     let deadline = started + t.http_request;
     let head = loop {
@@ -456,7 +462,11 @@ async fn request<S: ClientIo>(
             return Next::Linger;
         }
     };
-    let tq = started.elapsed();
+    let tq = if logging {
+        started.elapsed()
+    } else {
+        Duration::ZERO
+    };
     exchange(w, snap, fe, io, cb, peer, head, wall, started, tq, xff).await
 }
 
@@ -583,8 +593,11 @@ impl Ctx<'_> {
     fn log(&mut self, status: u16, term: &[u8; 2], started: Instant) {
         self.rec.status = status;
         self.rec.term = *term;
-        self.rec.tt = started.elapsed().as_millis() as i64;
         let snap = self.snap;
+        if !self.w.log.borrow().enabled() {
+            return;
+        }
+        self.rec.tt = started.elapsed().as_millis() as i64;
         self.w
             .log
             .borrow_mut()
@@ -592,10 +605,10 @@ impl Ctx<'_> {
     }
 }
 
-fn is_excluded_header(name: &[u8], fe: &FrontendRt) -> bool {
-    (fe.cfg.forwarded_for && eq_ic(name, b"x-forwarded-for"))
-        || eq_ic(name, b"x-forwarded-proto")
-        || eq_ic(name, b"x-forwarded-ssl")
+fn is_excluded_header(name: &[u8], kind: Hdr, fe: &FrontendRt) -> bool {
+    (fe.cfg.forwarded_for && kind == Hdr::XForwardedFor)
+        || kind == Hdr::XForwardedProto
+        || kind == Hdr::XForwardedSsl
         || fe.set_names_lc.iter().any(|n| eq_ic(n, name))
 }
 
@@ -620,12 +633,12 @@ fn build_request_head(
             continue;
         }
         let name = f.name(buf);
-        if is_excluded_header(name, fe) {
+        if is_excluded_header(name, f.kind, fe) {
             continue;
         }
         let mut value = f.value(buf);
         let stripped: Vec<u8>;
-        if eq_ic(name, b"cookie")
+        if f.kind == Hdr::Cookie
             && value
                 .windows(persist::TURN_COOKIE.len())
                 .any(|x| x == persist::TURN_COOKIE.as_bytes())
@@ -643,7 +656,7 @@ fn build_request_head(
                 None => continue,
             }
         }
-        if let (Some(c), true) = (cookie_cfg, eq_ic(name, b"cookie")) {
+        if let (Some(c), true) = (cookie_cfg, f.kind == Hdr::Cookie) {
             let (found, rewritten) = persist::rewrite_request_cookie(
                 value,
                 c,
@@ -905,7 +918,7 @@ async fn exchange<S: ClientIo>(
     let mut tried: Vec<usize> = Vec::new();
     let retries = bt.retries;
     let mut attempts = 0u32;
-    let mut t_connect = Instant::now();
+    let mut t_connect = t_queue;
     let mut fresh_for: Option<usize> = None;
     let mut head_done = false;
     loop {
@@ -914,6 +927,7 @@ async fn exchange<S: ClientIo>(
             let turn_since = turn
                 .as_ref()
                 .and_then(|v| persist::turn_since(&w.shared.turn_key, v, now_s));
+            let waited;
             let sid = match acquire(
                 w,
                 snap,
@@ -925,7 +939,10 @@ async fn exchange<S: ClientIo>(
             )
             .await
             {
-                Acquired::Server(i) => i,
+                Acquired::Server(i, w8) => {
+                    waited = w8;
+                    i
+                }
                 Acquired::WaitingRoom => {
                     w.put_buf(out);
                     // The turn cookie keeps the student's place: a returning student
@@ -971,9 +988,11 @@ async fn exchange<S: ClientIo>(
                     return Next::Close;
                 }
             };
-            if attempts == 0 {
-                cx.rec.tw = t_queue.elapsed().as_millis() as i64;
+            if attempts == 0 && waited {
                 t_connect = Instant::now();
+                cx.rec.tw = t_connect.duration_since(t_queue).as_millis() as i64;
+            } else if attempts == 0 {
+                cx.rec.tw = 0;
             }
             cx.rec.server = Some(sid);
             match connect(
@@ -1018,7 +1037,8 @@ async fn exchange<S: ClientIo>(
                 }
             }
         };
-        cx.rec.tc = t_connect.elapsed().as_millis() as i64;
+        let connected = Instant::now();
+        cx.rec.tc = connected.duration_since(t_connect).as_millis() as i64;
         if !head_done {
             head_done = true;
             let srv = &snap.servers[sid];
@@ -1066,6 +1086,7 @@ async fn exchange<S: ClientIo>(
             upgrade,
             sid,
             started,
+            connected,
         )
         .await;
         w.counter(snap.generation, sid, |c| {
@@ -1149,7 +1170,8 @@ async fn exchange<S: ClientIo>(
 
 /// The outcome of waiting for a server slot.
 enum Acquired {
-    Server(usize),
+    /// The server, and whether the request waited in the queue for it.
+    Server(usize, bool),
     /// Past the backend's max_queue: the waiting room.
     WaitingRoom,
     /// Waited timeout_queue for a slot.
@@ -1231,7 +1253,7 @@ async fn acquire(
     let queue_empty = w.queue_front(be_idx).is_none();
     if queue_empty {
         match try_once(w) {
-            Ok(i) => return Acquired::Server(i),
+            Ok(i) => return Acquired::Server(i, false),
             Err(false) => return Acquired::Nothing,
             Err(true) => {}
         }
@@ -1257,7 +1279,7 @@ async fn acquire(
     let out = loop {
         if w.queue_front(be_idx) == Some(ticket) || sticky.is_some() {
             match try_once(w) {
-                Ok(i) => break Acquired::Server(i),
+                Ok(i) => break Acquired::Server(i, true),
                 Err(false) => break Acquired::Nothing,
                 Err(true) => {}
             }
@@ -1445,6 +1467,7 @@ async fn send_and_relay<S: ClientIo>(
     upgrade: bool,
     sid: usize,
     started: Instant,
+    connected: Instant,
 ) -> Relay {
     let w = cx.w;
     let snap = cx.snap;
@@ -1483,7 +1506,7 @@ async fn send_and_relay<S: ClientIo>(
     }
 
     // RELAY: the response head.
-    let t_resp = Instant::now();
+    let t_resp = connected;
     let mut sb = w.get_buf();
     let head: ResponseHead = loop {
         match parse_response(&sb, method == Method::Head, &snap.head_limits) {
@@ -1576,7 +1599,7 @@ async fn send_and_relay<S: ClientIo>(
         let name = f.name(&sb);
         let value = f.value(&sb);
         if let Some(c) = cookie_cfg {
-            if eq_ic(name, b"set-cookie") {
+            if f.kind == Hdr::SetCookie {
                 let cname = persist::set_cookie_name(value);
                 if c.mode == config::CookieMode::Insert && cname == c.name.as_bytes() && c.indirect
                 {
@@ -1592,7 +1615,7 @@ async fn send_and_relay<S: ClientIo>(
                     continue;
                 }
             }
-            if insert_cookie && c.nocache && eq_ic(name, b"cache-control") {
+            if insert_cookie && c.nocache && f.kind == Hdr::CacheControl {
                 let v = value;
                 if v.windows(7).any(|x| x.eq_ignore_ascii_case(b"private"))
                     || v.windows(8).any(|x| x.eq_ignore_ascii_case(b"no-store"))

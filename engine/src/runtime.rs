@@ -272,8 +272,11 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
         total_requests: AtomicU64::new(0),
         running: AtomicUsize::new(cores),
         turn_key: {
+            // getrandom(2) rather than aws-lc's generator: that one seeds itself with
+            // jitter entropy, which costs a noticeable start-up time.
             let mut k = [0u8; 32];
-            let _ = aws_lc_rs::rand::fill(&mut k);
+            // SAFETY: k is a valid buffer of its length.
+            let _ = unsafe { libc::getrandom(k.as_mut_ptr().cast(), k.len(), 0) };
             aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &k)
         },
     });

@@ -121,6 +121,55 @@ pub struct Field {
     pub value: (u32, u32),
     /// Hop-by-hop or otherwise not forwarded as received.
     pub drop: bool,
+    /// Which of the headers the engine acts on this is.
+    pub kind: Hdr,
+}
+
+/// The header names the engine acts on, recognised once per field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hdr {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    ProxyConnection,
+    KeepAlive,
+    Te,
+    Trailer,
+    Expect,
+    Upgrade,
+    Cookie,
+    SetCookie,
+    CacheControl,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedSsl,
+    Other,
+}
+
+/// Classifies a header name: by length first, so most names cost one comparison.
+#[inline]
+pub fn hdr_kind(n: &[u8]) -> Hdr {
+    let is = |k: &[u8]| n.eq_ignore_ascii_case(k);
+    match n.len() {
+        2 if is(b"te") => Hdr::Te,
+        4 if is(b"host") => Hdr::Host,
+        6 if is(b"cookie") => Hdr::Cookie,
+        6 if is(b"expect") => Hdr::Expect,
+        7 if is(b"upgrade") => Hdr::Upgrade,
+        7 if is(b"trailer") => Hdr::Trailer,
+        10 if is(b"connection") => Hdr::Connection,
+        10 if is(b"keep-alive") => Hdr::KeepAlive,
+        10 if is(b"set-cookie") => Hdr::SetCookie,
+        13 if is(b"cache-control") => Hdr::CacheControl,
+        14 if is(b"content-length") => Hdr::ContentLength,
+        15 if is(b"x-forwarded-for") => Hdr::XForwardedFor,
+        15 if is(b"x-forwarded-ssl") => Hdr::XForwardedSsl,
+        16 if is(b"proxy-connection") => Hdr::ProxyConnection,
+        17 if is(b"transfer-encoding") => Hdr::TransferEncoding,
+        17 if is(b"x-forwarded-proto") => Hdr::XForwardedProto,
+        _ => Hdr::Other,
+    }
 }
 
 impl Field {
@@ -450,12 +499,18 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
+        let kind = hdr_kind(name);
         let mut f = Field {
             name: span(buf, name),
             value: span(buf, value),
             drop: false,
+            kind,
         };
-        if eq_ic(name, b"host") {
+        if kind == Hdr::Other {
+            fields.push(f);
+            continue;
+        }
+        if kind == Hdr::Host {
             if host.is_some() {
                 return Err(RequestError::RepeatedHost);
             }
@@ -464,11 +519,11 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
                 return Err(RequestError::BadHost);
             }
             host = Some(span(buf, v));
-        } else if eq_ic(name, b"content-length") {
+        } else if kind == Hdr::ContentLength {
             parse_content_length(value, &mut content_length)
                 .map_err(|_| RequestError::BadContentLength)?;
             f.drop = true; // re-emitted by the proxy from the validated value
-        } else if eq_ic(name, b"transfer-encoding") {
+        } else if kind == Hdr::TransferEncoding {
             f.drop = true;
             for t in tokens(value) {
                 if chunked {
@@ -491,7 +546,7 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
                 return Err(RequestError::Malformed);
             }
             te_seen = true;
-        } else if eq_ic(name, b"connection") || eq_ic(name, b"proxy-connection") {
+        } else if kind == Hdr::Connection || kind == Hdr::ProxyConnection {
             f.drop = true;
             for t in tokens(value) {
                 if eq_ic(t, b"close") {
@@ -502,14 +557,14 @@ pub fn parse_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHe
                     conn.upgrade = true;
                 }
             }
-        } else if eq_ic(name, b"keep-alive") || eq_ic(name, b"te") || eq_ic(name, b"trailer") {
+        } else if matches!(kind, Hdr::KeepAlive | Hdr::Te | Hdr::Trailer) {
             f.drop = true;
-        } else if eq_ic(name, b"expect") {
+        } else if kind == Hdr::Expect {
             if eq_ic(trim(value), b"100-continue") {
                 expect_continue = true;
                 f.drop = true;
             }
-        } else if eq_ic(name, b"upgrade") {
+        } else if kind == Hdr::Upgrade {
             f.drop = true;
             upgrade = Some(span(buf, trim(value)));
         }
@@ -603,23 +658,29 @@ pub fn parse_response(
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
+        let kind = hdr_kind(name);
         let mut f = Field {
             name: span(buf, name),
             value: span(buf, value),
             drop: false,
+            kind,
         };
-        if eq_ic(name, b"content-length") {
+        if kind == Hdr::Other {
+            fields.push(f);
+            continue;
+        }
+        if kind == Hdr::ContentLength {
             parse_content_length(value, &mut content_length)
                 .map_err(|_| ResponseError::BadContentLength)?;
             f.drop = true;
-        } else if eq_ic(name, b"transfer-encoding") {
+        } else if kind == Hdr::TransferEncoding {
             f.drop = true;
             te_seen = true;
             chunked = false;
             for t in tokens(value) {
                 chunked = eq_ic(t, b"chunked");
             }
-        } else if eq_ic(name, b"connection") || eq_ic(name, b"proxy-connection") {
+        } else if kind == Hdr::Connection || kind == Hdr::ProxyConnection {
             f.drop = true;
             for t in tokens(value) {
                 if eq_ic(t, b"close") {
@@ -630,9 +691,9 @@ pub fn parse_response(
                     conn.upgrade = true;
                 }
             }
-        } else if eq_ic(name, b"keep-alive") || eq_ic(name, b"te") || eq_ic(name, b"trailer") {
+        } else if matches!(kind, Hdr::KeepAlive | Hdr::Te | Hdr::Trailer) {
             f.drop = true;
-        } else if eq_ic(name, b"upgrade") {
+        } else if kind == Hdr::Upgrade {
             f.drop = code != 101;
         }
         fields.push(f);
