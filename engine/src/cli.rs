@@ -44,6 +44,10 @@ pub struct Args {
     /// Run even when `engine check` finds lint errors that lock students out.
     #[arg(long, global = true)]
     pub force: bool,
+    /// Do not pin the worker threads to their cores (for machines shared with other busy
+    /// processes).
+    #[arg(long, global = true)]
+    pub no_pin: bool,
     /// Print the version and the driver this kernel would get.
     #[arg(long)]
     pub version: bool,
@@ -94,7 +98,7 @@ pub fn main() -> ExitCode {
     let opts = Options {
         cores: args.cores.unwrap_or_else(runtime::available_cores),
         driver: args.driver.into(),
-        pin: true,
+        pin: !args.no_pin,
     };
     match args.cmd {
         Some(Cmd::Check) => {

@@ -329,7 +329,7 @@ async fn serve_loop<S: ClientIo>(w: &Rc<Worker>, fe: usize, io: &mut S, peer: So
                 ticks_for(if first { t.http_request } else { t.keep_alive })
             };
             let buf = std::mem::take(&mut cb.v);
-            match io.idle_read(w, buf, ticks, !first, &mut canceller).await {
+            match io.idle_read(w, buf, ticks, true, &mut canceller).await {
                 Idle::Ready(v) => {
                     cb.v = v;
                     cb.start = 0;

@@ -230,6 +230,8 @@ fn bind_one(addr: SocketAddr) -> Result<std::net::TcpListener, EngineError> {
         s.set_only_v6(true).map_err(err)?;
     }
     s.set_nonblocking(true).map_err(err)?;
+    // Accepted sockets inherit TCP_NODELAY: no setsockopt per connection.
+    s.set_nodelay(true).map_err(err)?;
     s.bind(&addr.into()).map_err(err)?;
     s.listen(1024).map_err(err)?;
     Ok(s.into())

@@ -447,7 +447,6 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
                     continue;
                 }
                 w.conn_opened();
-                let _ = stream.set_nodelay(true);
                 monoio::spawn(crate::proxy::serve_accepted(w.clone(), fe, stream, peer));
             }
             Err(e) => {
