@@ -62,76 +62,80 @@ pub enum Idle {
 }
 
 impl ClientIo for TcpStream {
-    async fn idle_read(
+    #[allow(clippy::manual_async_fn)]
+    fn idle_read(
         &mut self,
         w: &Worker,
-        buf: Vec<u8>,
+        mut buf: Vec<u8>,
         expire_ticks: u64,
         hold: bool,
         canceller: &mut Option<monoio::io::Canceller>,
-    ) -> Idle {
-        let mut age = 0;
-        let mut buf = buf;
-        if hold {
-            // Keep the buffer for a short while after a response: most next requests come
-            // soon, and a read straight into it costs nothing extra.
-            let b = if buf.capacity() == 0 {
-                w.get_buf()
-            } else {
-                buf
+    ) -> impl Future<Output = Idle> {
+        // An `async move` block, not an `async fn`: no second copy of the arguments.
+        async move {
+            let mut age = 0;
+            if hold {
+                // Keep the buffer for a short while after a response: most next requests come
+                // soon, and a read straight into it costs nothing extra.
+                let b = if buf.capacity() == 0 {
+                    w.get_buf()
+                } else {
+                    buf
+                };
+                let (key, h) = w.idle.register_with(
+                    canceller.take().unwrap_or_default(),
+                    HOLD_TICKS,
+                    expire_ticks,
+                );
+                let (r, b) = self.cancelable_read(b, h).await;
+                age = w.idle.age(key);
+                let (wake, c) = w.idle.remove_with(key);
+                *canceller = c;
+                match r {
+                    Ok(0) => {
+                        w.put_buf(b);
+                        return Idle::Eof;
+                    }
+                    Ok(_) => return Idle::Ready(b),
+                    Err(_) => {}
+                }
+                match wake {
+                    Wake::Demote => {}
+                    Wake::Expired => {
+                        w.put_buf(b);
+                        return Idle::Expired;
+                    }
+                    Wake::Stop => {
+                        w.put_buf(b);
+                        return Idle::Stopped;
+                    }
+                    Wake::Pending => {
+                        w.put_buf(b);
+                        return Idle::Eof;
+                    }
+                }
+                buf = b;
+            }
+            // Give the buffer back and wait without one: a zero-length receive completes
+            // when data (or EOF) arrives.
+            if buf.capacity() > 0 {
+                w.put_buf(buf);
+            }
+            // A zero-length receive consumes nothing, so dropping it loses nothing: no
+            // canceller (and none kept) while the connection idles long.
+            *canceller = None;
+            let (key, _) = w.idle.register(0, expire_ticks.saturating_sub(age));
+            let woken = w.idle.woken(key);
+            let read = self.read(Vec::<u8>::new());
+            let out = monoio::select! {
+                (r, _) = read => match r {
+                    Ok(_) => Idle::Ready(w.get_buf()),
+                    Err(_) => Idle::Eof,
+                },
+                wk = woken => if wk == Wake::Stop { Idle::Stopped } else { Idle::Expired },
             };
-            let (key, h) = w.idle.register_with(
-                canceller.take().unwrap_or_default(),
-                HOLD_TICKS,
-                expire_ticks,
-            );
-            let (r, b) = self.cancelable_read(b, h).await;
-            age = w.idle.age(key);
-            let (wake, c) = w.idle.remove_with(key);
-            *canceller = c;
-            match r {
-                Ok(0) => {
-                    w.put_buf(b);
-                    return Idle::Eof;
-                }
-                Ok(_) => return Idle::Ready(b),
-                Err(_) => {}
-            }
-            match wake {
-                Wake::Demote => {}
-                Wake::Expired => {
-                    w.put_buf(b);
-                    return Idle::Expired;
-                }
-                Wake::Stop => {
-                    w.put_buf(b);
-                    return Idle::Stopped;
-                }
-                Wake::Pending => {
-                    w.put_buf(b);
-                    return Idle::Eof;
-                }
-            }
-            buf = b;
-        }
-        // Give the buffer back and wait without one: a zero-length receive completes
-        // when data (or EOF) arrives.
-        if buf.capacity() > 0 {
-            w.put_buf(buf);
-        }
-        let (key, h) = w.idle.register_with(
-            canceller.take().unwrap_or_default(),
-            0,
-            expire_ticks.saturating_sub(age),
-        );
-        let (r, _) = self.cancelable_read(Vec::<u8>::new(), h).await;
-        let (wake, c) = w.idle.remove_with(key);
-        *canceller = c;
-        match (r, wake) {
-            (Ok(_), _) => Idle::Ready(w.get_buf()),
-            (Err(_), Wake::Expired) => Idle::Expired,
-            (Err(_), Wake::Stop) => Idle::Stopped,
-            (Err(_), _) => Idle::Eof,
+            w.idle.remove(key);
+            out
         }
     }
 }
@@ -235,33 +239,34 @@ async fn write_vec<W: AsyncWriteRent>(
 }
 
 /// Counts the connection out when its task ends, however it ends.
-struct ConnGuard(Rc<Worker>);
+struct ConnGuard(Option<Rc<Worker>>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.conn_closed();
+        if let Some(w) = self.0.take() {
+            w.conn_closed();
+        }
     }
 }
 
-/// Entry point for an accepted connection (the task the core spawns): TLS handshake where
-/// the frontend has TLS.
-pub async fn serve_accepted(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr) {
-    let _guard = ConnGuard(w.clone());
+/// Entry point for an accepted connection: the task the core spawns is the plain
+/// connection's future itself (no wrapper holding a second copy of the stream), or the
+/// TLS one, whose large state only TLS connections pay for.
+pub fn spawn_accepted(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr) {
     let tls = w.snap.borrow().frontends.get(fe).map(|f| f.tls.is_some());
     match tls {
-        None => {}
+        None => w.conn_closed(),
         Some(true) => {
-            // The TLS state is large: it lives in a box of its own, so that plain
-            // connections stay small.
-            let fut: std::pin::Pin<Box<dyn Future<Output = ()>>> =
-                Box::pin(serve_tls(w, fe, stream, peer));
-            fut.await;
+            monoio::spawn(serve_tls(w, fe, stream, peer));
         }
-        Some(false) => serve(w, fe, stream, peer, false).await,
+        Some(false) => {
+            monoio::spawn(serve(w, fe, stream, peer, false));
+        }
     }
 }
 
 async fn serve_tls(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr) {
+    let mut guard = ConnGuard(Some(w.clone()));
     let snap = w.snapshot();
     let Some(front) = snap.frontends.get(fe) else {
         return;
@@ -270,7 +275,11 @@ async fn serve_tls(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr
     let acceptor = w.tls.borrow().get(fe).cloned().flatten();
     let Some(acc) = acceptor else { return };
     match monoio::time::timeout(t.handshake_timeout, acc.accept(stream)).await {
-        Ok(Ok(tls)) => serve(w, fe, tls, peer, true).await,
+        Ok(Ok(tls)) => {
+            // From here `serve` counts the connection out.
+            guard.0 = None;
+            serve(w, fe, tls, peer, true).await
+        }
         Ok(Err(e)) => {
             tracing::info!(client = %peer, frontend = %front.name, "TLS handshake failed: {e}")
         }
@@ -279,22 +288,43 @@ async fn serve_tls(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr
 }
 
 /// Serves one client connection to its end.
-pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: SocketAddr, tls: bool) {
-    match serve_loop(&w, fe, &mut io, peer).await {
-        End::Close => {
-            if tls {
-                // close_notify, so that the client can tell a complete close-delimited
-                // body from a cut one.
-                let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(async {
-                    let _ = monoio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
-                });
+///
+/// (A function returning an `async move` block rather than an `async fn`: the block uses
+/// its captures in place, where an `async fn` keeps a second copy of its arguments in
+/// every connection's future.)
+#[allow(clippy::manual_async_fn)]
+pub fn serve<S: ClientIo>(
+    w: Rc<Worker>,
+    fe: usize,
+    mut io: S,
+    peer: SocketAddr,
+    tls: bool,
+) -> impl Future<Output = ()> {
+    async move {
+        let _guard = ConnGuard(Some(w.clone()));
+        // Nothing but the boxes is held across the awaits below (the end value is used up
+        // first): the idle connection's future stays small.
+        let tunnel_to = match serve_loop(&w, fe, &mut io, peer).await {
+            End::Close => None,
+            End::Tunnel(t) => Some(t),
+        };
+        match tunnel_to {
+            None => {
+                if tls {
+                    // close_notify, so that the client can tell a complete close-delimited
+                    // body from a cut one.
+                    let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(async {
+                        let _ = monoio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                    });
+                    fut.await;
+                }
+            }
+            Some(t) => {
+                let (up, leftover, idle) = *t;
+                let fut: std::pin::Pin<Box<dyn Future<Output = ()>>> =
+                    Box::pin(tunnel(io, up, leftover, idle));
                 fut.await;
             }
-        }
-        End::Tunnel(up, leftover, idle) => {
-            let fut: std::pin::Pin<Box<dyn Future<Output = ()>>> =
-                Box::pin(tunnel(io, up, leftover, idle));
-            fut.await;
         }
     }
 }
@@ -302,40 +332,51 @@ pub async fn serve<S: ClientIo>(w: Rc<Worker>, fe: usize, mut io: S, peer: Socke
 /// How a connection's request loop ended.
 enum End {
     Close,
-    Tunnel(TcpStream, Vec<u8>, Duration),
+    /// Boxed: kept small, as it is part of every connection's future.
+    Tunnel(Box<(TcpStream, Vec<u8>, Duration)>),
 }
 
-async fn serve_loop<S: ClientIo>(w: &Rc<Worker>, fe: usize, io: &mut S, peer: SocketAddr) -> End {
-    // X-Forwarded-For, rendered once per connection.
-    let xff = peer.ip().to_canonical().to_string();
-    let mut cb = ClientBuf {
-        v: Vec::new(),
-        start: 0,
-    };
-    let mut first = true;
-    let mut canceller = None;
-    let accepted = (SystemTime::now(), Instant::now());
-    loop {
-        w.refresh();
-        // READ HEAD: wait (buffer-less when idle long); the rest is boxed in `request`.
-        let mut started = Instant::now();
-        if cb.is_empty() {
-            let ticks = {
-                let snap = w.snap.borrow();
-                let Some(front) = snap.frontends.get(fe) else {
-                    return End::Close;
+#[allow(clippy::manual_async_fn)]
+fn serve_loop<'a, S: ClientIo>(
+    w: &'a Rc<Worker>,
+    fe: usize,
+    io: &'a mut S,
+    peer: SocketAddr,
+) -> impl Future<Output = End> + 'a {
+    async move {
+        // X-Forwarded-For, rendered once per connection.
+        let xff = peer.ip().to_canonical().to_string();
+        let mut cb = ClientBuf {
+            v: Vec::new(),
+            start: 0,
+        };
+        let mut first = true;
+        let mut canceller = None;
+        let accepted = (SystemTime::now(), Instant::now());
+        loop {
+            w.refresh();
+            // READ HEAD: wait (buffer-less when idle long); the rest is boxed in `request`.
+            let mut started = Instant::now();
+            if cb.is_empty() {
+                let ticks = {
+                    let snap = w.snap.borrow();
+                    let Some(front) = snap.frontends.get(fe) else {
+                        return End::Close;
+                    };
+                    let t = &front.cfg.timeouts;
+                    ticks_for(if first { t.http_request } else { t.keep_alive })
                 };
-                let t = &front.cfg.timeouts;
-                ticks_for(if first { t.http_request } else { t.keep_alive })
-            };
-            let buf = std::mem::take(&mut cb.v);
-            match io.idle_read(w, buf, ticks, true, &mut canceller).await {
-                Idle::Ready(v) => {
-                    cb.v = v;
-                    cb.start = 0;
-                }
-                Idle::Eof | Idle::Stopped => return End::Close,
-                Idle::Expired => {
+                let buf = std::mem::take(&mut cb.v);
+                let expired = match io.idle_read(w, buf, ticks, true, &mut canceller).await {
+                    Idle::Ready(v) => {
+                        cb.v = v;
+                        cb.start = 0;
+                        false
+                    }
+                    Idle::Eof | Idle::Stopped => return End::Close,
+                    Idle::Expired => true,
+                };
+                if expired {
                     if first {
                         // Nothing arrived within timeout_http_request.
                         let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> =
@@ -344,44 +385,48 @@ async fn serve_loop<S: ClientIo>(w: &Rc<Worker>, fe: usize, io: &mut S, peer: So
                     }
                     return End::Close;
                 }
+                started = Instant::now();
             }
-            started = Instant::now();
-        }
-        let fut: std::pin::Pin<Box<dyn Future<Output = Next> + '_>> =
-            Box::pin(request(w, fe, io, &mut cb, peer, started, &xff));
-        let next = fut.await;
-        first = false;
-        match next {
-            Next::KeepAlive => {
-                if w.stopping.get() {
+            let fut: std::pin::Pin<Box<dyn Future<Output = Next> + '_>> =
+                Box::pin(request(w, fe, io, &mut cb, peer, started, &xff));
+            let next = fut.await;
+            first = false;
+            let mut linger_now = false;
+            match next {
+                Next::KeepAlive => {
+                    if w.stopping.get() {
+                        cb.release(w);
+                        return End::Close;
+                    }
+                    if cb.is_empty() {
+                        cb.release(w);
+                    }
+                }
+                Next::Close => {
                     cb.release(w);
                     return End::Close;
                 }
-                if cb.is_empty() {
+                Next::Linger => {
                     cb.release(w);
+                    linger_now = true;
+                }
+                Next::Tunnel(up) => {
+                    let leftover = cb.data().to_vec();
+                    cb.release(w);
+                    let idle = {
+                        let snap = w.snap.borrow();
+                        snap.frontends
+                            .get(fe)
+                            .map(|f| f.cfg.timeouts.client.max(f.cfg.timeouts.server))
+                            .unwrap_or(Duration::from_secs(50))
+                    };
+                    return End::Tunnel(Box::new((up, leftover, idle)));
                 }
             }
-            Next::Close => {
-                cb.release(w);
-                return End::Close;
-            }
-            Next::Linger => {
-                cb.release(w);
+            if linger_now {
                 let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(linger(io));
                 fut.await;
                 return End::Close;
-            }
-            Next::Tunnel(up) => {
-                let leftover = cb.data().to_vec();
-                cb.release(w);
-                let idle = {
-                    let snap = w.snap.borrow();
-                    snap.frontends
-                        .get(fe)
-                        .map(|f| f.cfg.timeouts.client.max(f.cfg.timeouts.server))
-                        .unwrap_or(Duration::from_secs(50))
-                };
-                return End::Tunnel(up, leftover, idle);
             }
         }
     }

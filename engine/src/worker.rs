@@ -447,7 +447,7 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
                     continue;
                 }
                 w.conn_opened();
-                monoio::spawn(crate::proxy::serve_accepted(w.clone(), fe, stream, peer));
+                crate::proxy::spawn_accepted(w.clone(), fe, stream, peer);
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
