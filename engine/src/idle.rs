@@ -27,9 +27,10 @@ pub enum Wake {
 struct Entry {
     canceller: Option<Canceller>,
     waker: Option<Waker>,
-    since: u64,
-    demote_at: u64,
-    expire_at: u64,
+    /// Ticks, as u32 (13 years at 100 ms): entries stay small, one per idle connection.
+    since: u32,
+    demote_at: u32,
+    expire_at: u32,
     wake: Wake,
 }
 
@@ -72,18 +73,19 @@ impl IdleSet {
         demote_ticks: u64,
         expire_ticks: u64,
     ) -> (usize, CancelHandle) {
-        let now = self.now.get();
+        let now = self.now.get() as u32;
+        let clamp = |t: u64| t.min(u32::MAX as u64) as u32;
         let handle = canceller.handle();
         let entry = Entry {
             canceller: Some(canceller),
             waker: None,
             since: now,
             demote_at: if demote_ticks == 0 {
-                u64::MAX
+                u32::MAX
             } else {
-                now + demote_ticks
+                now.saturating_add(clamp(demote_ticks))
             },
-            expire_at: now + expire_ticks.max(1),
+            expire_at: now.saturating_add(clamp(expire_ticks.max(1))),
             wake: if self.stopping.get() {
                 Wake::Stop
             } else {
@@ -139,7 +141,7 @@ impl IdleSet {
             .and_then(|e| e.as_ref())
             .map(|e| e.since)
             .unwrap_or(0);
-        self.now.get().saturating_sub(since)
+        self.now.get().saturating_sub(since as u64)
     }
 
     /// A future that completes when the sweep ends this wait (for streams whose reads
@@ -150,8 +152,9 @@ impl IdleSet {
 
     /// The sweep: one tick passed.
     pub fn tick(&self, stopping: bool) {
-        let now = self.now.get() + 1;
-        self.now.set(now);
+        let now64 = self.now.get() + 1;
+        self.now.set(now64);
+        let now = now64 as u32;
         self.stopping.set(stopping);
         let mut entries = self.entries.borrow_mut();
         for e in entries.iter_mut().flatten() {

@@ -352,7 +352,7 @@ fn serve_loop<'a, S: ClientIo>(
         };
         let mut first = true;
         let mut canceller = None;
-        let accepted = (SystemTime::now(), Instant::now());
+        let accepted = Instant::now();
         loop {
             w.refresh();
             // READ HEAD: wait (buffer-less when idle long); the rest is boxed in `request`.
@@ -380,7 +380,14 @@ fn serve_loop<'a, S: ClientIo>(
                     if first {
                         // Nothing arrived within timeout_http_request.
                         let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> =
-                            Box::pin(answer_408(w, fe, io, peer, accepted.0, accepted.1));
+                            Box::pin(answer_408(
+                                w,
+                                fe,
+                                io,
+                                peer,
+                                SystemTime::now() - accepted.elapsed(),
+                                accepted,
+                            ));
                         fut.await;
                     }
                     return End::Close;
@@ -389,10 +396,10 @@ fn serve_loop<'a, S: ClientIo>(
             }
             let fut: std::pin::Pin<Box<dyn Future<Output = Next> + '_>> =
                 Box::pin(request(w, fe, io, &mut cb, peer, started, &xff));
-            let next = fut.await;
             first = false;
             let mut linger_now = false;
-            match next {
+            // `next` lives only in this block, not across the linger await below.
+            match fut.await {
                 Next::KeepAlive => {
                     if w.stopping.get() {
                         cb.release(w);

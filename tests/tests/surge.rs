@@ -21,6 +21,7 @@ both_drivers!(
     queue_timeout_then_503,
     waiting_room_past_max_queue,
     builtin_waiting_room,
+    returning_student_keeps_turn,
     two_thousand_students,
 );
 
@@ -508,17 +509,37 @@ fn waiting_room_past_max_queue(driver: DriverChoice) {
                 .to_ascii_lowercase()
                 .contains("http-equiv=\"refresh\"");
         assert!(refreshes, "the page refreshes itself");
+        // The only cookie it sets is the engine's own turn cookie, which keeps the
+        // student's place; the persistence and Moodle cookies are left alone.
         assert!(
-            resp.headers_all("set-cookie").is_empty(),
+            resp.headers_all("set-cookie")
+                .iter()
+                .all(|c| c.starts_with("engine_turn=")),
             "the waiting room leaves the student's cookies alone: {:?}",
             resp.headers
         );
-        assert_eq!(alice.cookie_header(), jar_before);
+        let without_turn = |jar: &str| {
+            jar.split("; ")
+                .filter(|c| !c.starts_with("engine_turn="))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        assert_eq!(
+            without_turn(&alice.cookie_header()),
+            without_turn(&jar_before)
+        );
+        assert!(
+            alice.cookie_header().contains("engine_turn="),
+            "her turn is kept"
+        );
         // A new student too, and no one got to s1 meanwhile.
         let resp = tools::client::get(addr, "/login/index.php").unwrap();
         assert_eq!(resp.status, 503);
         assert_eq!(resp.text(), ROOM);
-        assert!(resp.headers_all("set-cookie").is_empty());
+        assert!(resp
+            .headers_all("set-cookie")
+            .iter()
+            .all(|c| c.starts_with("engine_turn=")));
         assert_eq!(
             o[0].requests(),
             4,
@@ -688,4 +709,64 @@ fn two_thousand_students(driver: DriverChoice) {
         assert_eq!(s.sessions(), mine, "{}: one session per student", s.name());
     }
     assert!(took < Duration::from_secs(40), "took {took:?}");
+}
+
+/// A student sent to the waiting room comes back with its turn cookie and may queue past
+/// max_queue, while a newcomer arriving after it still gets the waiting room; the turn
+/// cookie never reaches the server.
+fn returning_student_keeps_turn(driver: DriverChoice) {
+    let o = origins(1);
+    let text = Web::new(&[&o[0]])
+        .defaults("timeout_queue = \"20s\"\n")
+        .backend("max_queue = 1\n")
+        .server_extra(0, "maxconn = 1")
+        .text();
+    let r = start(cfg_in(&tmpdir("surge-turn"), &text, &[]), driver);
+    let addr = r.addr("web");
+    std::thread::scope(|sc| {
+        // One request holds the only slot, one waits: the queue is full.
+        let occupant =
+            sc.spawn(move || tools::client::get(addr, "/slow?ms=1500").map(|r| r.status));
+        wait_until(Duration::from_secs(5), "the slot taken", || {
+            o[0].active() == 1
+        });
+        let waiter = sc.spawn(move || tools::client::get(addr, "/echo").map(|r| r.status));
+        wait_until(Duration::from_secs(5), "one request queued", || {
+            stats(&r).backends[0].queued == 1
+        });
+        // Bob arrives: the waiting room, with a turn cookie.
+        let resp = tools::client::get(addr, "/echo").unwrap();
+        assert_eq!(resp.status, 503);
+        let turn = resp
+            .headers_all("set-cookie")
+            .iter()
+            .find_map(|c| {
+                c.split(';')
+                    .next()
+                    .filter(|kv| kv.starts_with("engine_turn="))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| panic!("a turn cookie: {:?}", resp.headers));
+        // Bob comes back with it: he queues (past max_queue) and gets in.
+        let bob = sc.spawn(move || {
+            let mut c = Conn::connect(addr).unwrap();
+            c.request("GET", "/echo", &[("Cookie", &format!("a=1; {turn}"))], b"")
+                .map(|r| (r.status, r.text()))
+        });
+        wait_until(Duration::from_secs(5), "bob queued", || {
+            stats(&r).backends[0].queued == 2
+        });
+        // Carol, a newcomer after Bob: the waiting room.
+        let carol = tools::client::get(addr, "/echo").unwrap();
+        assert_eq!(carol.status, 503, "the newcomer waits in the waiting room");
+        assert_eq!(occupant.join().unwrap().unwrap(), 200);
+        assert_eq!(waiter.join().unwrap().unwrap(), 200);
+        let (status, echoed) = bob.join().unwrap().unwrap();
+        assert_eq!(status, 200, "the returning student kept his turn");
+        assert!(echoed.contains("Cookie: a=1"), "{echoed}");
+        assert!(
+            !echoed.contains("engine_turn"),
+            "the turn cookie is the engine's: {echoed}"
+        );
+    });
 }
