@@ -123,15 +123,6 @@ impl IdleSet {
         (w, c)
     }
 
-    pub fn wake_of(&self, key: usize) -> Wake {
-        self.entries
-            .borrow()
-            .get(key)
-            .and_then(|e| e.as_ref())
-            .map(|e| e.wake)
-            .unwrap_or(Wake::Pending)
-    }
-
     /// Ticks elapsed since the wait began.
     pub fn age(&self, key: usize) -> u64 {
         let since = self

@@ -87,11 +87,6 @@ pub fn rewrite_request_cookie(
     (found, if out.is_empty() { None } else { Some(out) })
 }
 
-/// The cookie whose name prefix mode rewrites: `cookie.name`, the application's cookie.
-pub fn prefix_target<'a>(c: &'a Cookie, _app_cookie: &'a str) -> &'a str {
-    &c.name
-}
-
 /// Renders `Set-Cookie: NAME=VALUE; Path=/` with the configured attributes.
 pub fn set_cookie_line(c: &Cookie, value: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"Set-Cookie: ");

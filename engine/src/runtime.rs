@@ -271,8 +271,6 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
         started: Instant::now(),
         cores,
         driver: std::sync::OnceLock::new(),
-        total_requests: AtomicU64::new(0),
-        running: AtomicUsize::new(cores),
         turn_key: {
             // getrandom(2) rather than aws-lc's generator: that one seeds itself with
             // jitter entropy, which costs a noticeable start-up time.

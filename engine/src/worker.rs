@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,9 +68,6 @@ pub struct Shared {
     pub started: Instant,
     pub cores: usize,
     pub driver: std::sync::OnceLock<DriverKind>,
-    pub total_requests: AtomicU64,
-    /// Workers still running.
-    pub running: AtomicUsize,
     /// Signs the waiting room's turn cookies (random per process).
     pub turn_key: aws_lc_rs::hmac::Key,
 }
