@@ -483,3 +483,72 @@ pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::proce
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The cookie jar of one student, and the connection of the lab machine they sit at.
+pub struct Browser {
+    pub addr: SocketAddr,
+    pub conn: Option<Conn>,
+    pub jar: Vec<(String, String)>,
+}
+
+impl Browser {
+    pub fn new(addr: SocketAddr) -> Browser {
+        Browser {
+            addr,
+            conn: None,
+            jar: Vec::new(),
+        }
+    }
+
+    pub fn cookie_header(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        form: Option<&str>,
+    ) -> Result<Response, String> {
+        let mut c = match self.conn.take() {
+            Some(c) => c,
+            None => Conn::connect(self.addr).map_err(|e| format!("connect: {e}"))?,
+        };
+        let cookie = self.cookie_header();
+        let mut h: Vec<(&str, &str)> = Vec::new();
+        if !cookie.is_empty() {
+            h.push(("Cookie", &cookie));
+        }
+        if form.is_some() {
+            h.push(("Content-Type", "application/x-www-form-urlencoded"));
+        }
+        let resp = c
+            .request(method, path, &h, form.unwrap_or("").as_bytes())
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        if !resp.complete {
+            return Err(format!("{method} {path}: cut response"));
+        }
+        for sc in resp.headers_all("set-cookie") {
+            let first = sc.split(';').next().unwrap_or("");
+            if let Some((k, v)) = first.split_once('=') {
+                let (k, v) = (k.trim().to_string(), v.trim().to_string());
+                self.jar.retain(|(n, _)| *n != k);
+                let gone = v.is_empty() || v == "deleted";
+                if !gone {
+                    self.jar.push((k, v));
+                }
+            }
+        }
+        let close = resp
+            .header("connection")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
+        if !close {
+            self.conn = Some(c);
+        }
+        Ok(resp)
+    }
+}

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,75 +49,6 @@ fn col(line: &[String], i: usize) -> u64 {
     line[i]
         .parse()
         .unwrap_or_else(|_| panic!("column {i} of {line:?}"))
-}
-
-/// The cookie jar of one student, and the connection of the lab machine they sit at.
-struct Browser {
-    addr: SocketAddr,
-    conn: Option<Conn>,
-    jar: Vec<(String, String)>,
-}
-
-impl Browser {
-    fn new(addr: SocketAddr) -> Browser {
-        Browser {
-            addr,
-            conn: None,
-            jar: Vec::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.jar
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        form: Option<&str>,
-    ) -> Result<Response, String> {
-        let mut c = match self.conn.take() {
-            Some(c) => c,
-            None => Conn::connect(self.addr).map_err(|e| format!("connect: {e}"))?,
-        };
-        let cookie = self.cookie_header();
-        let mut h: Vec<(&str, &str)> = Vec::new();
-        if !cookie.is_empty() {
-            h.push(("Cookie", &cookie));
-        }
-        if form.is_some() {
-            h.push(("Content-Type", "application/x-www-form-urlencoded"));
-        }
-        let resp = c
-            .request(method, path, &h, form.unwrap_or("").as_bytes())
-            .map_err(|e| format!("{method} {path}: {e}"))?;
-        if !resp.complete {
-            return Err(format!("{method} {path}: cut response"));
-        }
-        for sc in resp.headers_all("set-cookie") {
-            let first = sc.split(';').next().unwrap_or("");
-            if let Some((k, v)) = first.split_once('=') {
-                let (k, v) = (k.trim().to_string(), v.trim().to_string());
-                self.jar.retain(|(n, _)| *n != k);
-                let gone = v.is_empty() || v == "deleted";
-                if !gone {
-                    self.jar.push((k, v));
-                }
-            }
-        }
-        let close = resp
-            .header("connection")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
-        if !close {
-            self.conn = Some(c);
-        }
-        Ok(resp)
-    }
 }
 
 enum Outcome {
