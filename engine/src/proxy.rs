@@ -995,48 +995,31 @@ async fn exchange<S: ClientIo>(
                     waited = w8;
                     i
                 }
-                Acquired::WaitingRoom => {
+                refused => {
                     w.put_buf(out);
-                    // The turn cookie keeps the student's place: a returning student
-                    // goes before those who arrived after it.
-                    let since = turn_since.unwrap_or(now_s);
-                    let mut resp = Vec::with_capacity(be.waiting_room.len() + 96);
-                    let line_end = be
-                        .waiting_room
-                        .iter()
-                        .position(|&c| c == b'\n')
-                        .map(|p| p + 1)
-                        .unwrap_or(0);
-                    resp.extend_from_slice(&be.waiting_room[..line_end]);
-                    resp.extend_from_slice(b"Set-Cookie: ");
-                    resp.extend_from_slice(persist::TURN_COOKIE.as_bytes());
-                    resp.push(b'=');
-                    resp.extend_from_slice(
-                        persist::turn_value(&w.shared.turn_key, since).as_bytes(),
-                    );
-                    resp.extend_from_slice(b"; Path=/; Max-Age=600; HttpOnly\r\n");
-                    resp.extend_from_slice(&be.waiting_room[line_end..]);
+                    let (resp, term, queued) = match refused {
+                        Acquired::WaitingRoom => {
+                            // The turn cookie keeps the student's place: a returning student
+                            // goes before those who arrived after it.
+                            let since = turn_since.unwrap_or(now_s);
+                            (
+                                waiting_room_response(
+                                    &be.waiting_room,
+                                    &persist::turn_value(&w.shared.turn_key, since),
+                                ),
+                                b"sQ",
+                                true,
+                            )
+                        }
+                        Acquired::QueueTimeout => (be.response_503(), b"sQ", true),
+                        _ => (be.response_503(), b"SC", false),
+                    };
                     cx.rec.bytes = resp.len() as u64;
                     let _ = write_vec(io, resp, t.client).await;
-                    cx.rec.tw = t_queue.elapsed().as_millis() as i64;
-                    cx.log(503, b"sQ", started);
-                    return Next::Close;
-                }
-                Acquired::QueueTimeout => {
-                    w.put_buf(out);
-                    let resp = be.response_503();
-                    cx.rec.bytes = resp.len() as u64;
-                    let _ = write_vec(io, resp, t.client).await;
-                    cx.rec.tw = t_queue.elapsed().as_millis() as i64;
-                    cx.log(503, b"sQ", started);
-                    return Next::Close;
-                }
-                Acquired::Nothing => {
-                    w.put_buf(out);
-                    let resp = be.response_503();
-                    cx.rec.bytes = resp.len() as u64;
-                    let _ = write_vec(io, resp, t.client).await;
-                    cx.log(503, b"SC", started);
+                    if queued {
+                        cx.rec.tw = t_queue.elapsed().as_millis() as i64;
+                    }
+                    cx.log(503, term, started);
                     return Next::Close;
                 }
             };
@@ -1218,6 +1201,24 @@ async fn exchange<S: ClientIo>(
             }
         };
     }
+}
+
+/// The waiting room (pre-rendered) with the turn cookie added after its status line.
+fn waiting_room_response(room: &[u8], turn: &str) -> Vec<u8> {
+    let mut resp = Vec::with_capacity(room.len() + 96);
+    let line_end = room
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    resp.extend_from_slice(&room[..line_end]);
+    resp.extend_from_slice(b"Set-Cookie: ");
+    resp.extend_from_slice(persist::TURN_COOKIE.as_bytes());
+    resp.push(b'=');
+    resp.extend_from_slice(turn.as_bytes());
+    resp.extend_from_slice(b"; Path=/; Max-Age=600; HttpOnly\r\n");
+    resp.extend_from_slice(&room[line_end..]);
+    resp
 }
 
 /// The outcome of waiting for a server slot.
