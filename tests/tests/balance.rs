@@ -141,12 +141,15 @@ fn backup_only_while_no_other_is_up(driver: DriverChoice) {
             "request {i} with s1 and s2 down"
         );
     }
-    // s1 comes back: traffic returns to it (within the engine's retry-after window), and
-    // the backup is left alone again.
+    // s1 comes back: traffic returns to it (within the engine's retry-after window, which
+    // each core keeps for itself: wait until every core sends to s1 again), and the backup
+    // is left alone again.
     o[0].set_fault(Fault::None);
-    wait_until(Duration::from_secs(8), "s1 taking traffic again", || {
-        tools::client::get(addr, "/").is_ok_and(|r| node(&r) == "s1")
-    });
+    wait_until(
+        Duration::from_secs(8),
+        "s1 taking traffic again on every core",
+        || (0..10).all(|_| tools::client::get(addr, "/").is_ok_and(|r| node(&r) == "s1")),
+    );
     let before = o[2].requests();
     for i in 0..20 {
         let resp = tools::client::get(addr, "/").unwrap();
