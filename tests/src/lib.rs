@@ -552,3 +552,84 @@ impl Browser {
         Ok(resp)
     }
 }
+
+/// How one student's exam went.
+pub enum Outcome {
+    /// Dashboard and submission on this node.
+    Done(String),
+    /// Sent back to the login page after logging in.
+    Loop(String),
+}
+
+/// A redirect to the login page: the login loop.
+pub fn to_login(resp: &Response) -> bool {
+    resp.status / 100 == 3
+        && resp
+            .header("location")
+            .is_some_and(|l| l.contains("/login/"))
+}
+
+/// Login page, login, dashboard, quiz submission, dashboard again.
+pub fn exam(b: &mut Browser, user: &str, attempt: &str) -> Result<Outcome, String> {
+    let resp = b.request("GET", "/login/index.php", None)?;
+    if resp.status != 200 || !resp.text().contains("Moodle") {
+        return Err(format!(
+            "{user}: login page {} {}",
+            resp.status,
+            resp.text()
+        ));
+    }
+    let form = format!("username={user}&password=secret");
+    let resp = b.request("POST", "/login/index.php", Some(&form))?;
+    if resp.status / 100 != 3 || !resp.header("location").is_some_and(|l| l.contains("/my/")) {
+        return Err(format!(
+            "{user}: login answered {} {:?} {}",
+            resp.status,
+            resp.headers,
+            resp.text()
+        ));
+    }
+    let resp = b.request("GET", "/my/", None)?;
+    if to_login(&resp) {
+        return Ok(Outcome::Loop(format!(
+            "{user}: dashboard sent back to the login page"
+        )));
+    }
+    let want = format!("Dashboard of {user} on ");
+    let text = resp.text();
+    if resp.status != 200 || !text.contains(&want) {
+        return Err(format!("{user}: dashboard {} {text}", resp.status));
+    }
+    let home = text[text.find(&want).unwrap() + want.len()..]
+        .trim()
+        .to_string();
+    let form = format!("attempt={attempt}&answer=42");
+    let resp = b.request("POST", "/mod/quiz/processattempt.php", Some(&form))?;
+    if to_login(&resp) {
+        return Ok(Outcome::Loop(format!(
+            "{user}: quiz submission sent to the login page"
+        )));
+    }
+    let want = format!("submitted {user} attempt {attempt} on {home}");
+    if resp.status != 200 || !resp.text().contains(&want) {
+        return Err(format!(
+            "{user}: submission {} {} (want {want})",
+            resp.status,
+            resp.text()
+        ));
+    }
+    let resp = b.request("GET", "/my/", None)?;
+    if to_login(&resp) {
+        return Ok(Outcome::Loop(format!(
+            "{user}: logged out after submitting"
+        )));
+    }
+    if resp.status != 200 || !resp.text().contains(&home) {
+        return Err(format!(
+            "{user}: dashboard after submitting {} {}",
+            resp.status,
+            resp.text()
+        ));
+    }
+    Ok(Outcome::Done(home))
+}
