@@ -3,13 +3,26 @@
 //! connection should give its read buffer back (after `hold`), when the keep-alive
 //! timeout passes, or when the engine stops. A cancelled read returns its buffer and any
 //! bytes that raced the cancel, so nothing is lost.
+//!
+//! The same sweep bounds the request path's reads and writes ([`IdleSet::bounded`]): a
+//! timeout costs a slot here instead of a timer, and fires on the first tick at or after
+//! it (never early, at most one tick late).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use std::time::Duration;
+
 use monoio::io::{CancelHandle, Canceller};
+
+/// The sweep's period in milliseconds ([`crate::worker::TICK`]).
+const TICK_MS: u64 = crate::worker::TICK.as_millis() as u64;
+
+/// A bounded operation took too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
 
 /// Why a wait ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +45,8 @@ struct Entry {
     demote_at: u32,
     expire_at: u32,
     wake: Wake,
+    /// A timeout on an operation: expires, but a graceful stop lets it run.
+    bounded: bool,
 }
 
 /// The per-core set of idle waits.
@@ -91,7 +106,12 @@ impl IdleSet {
             } else {
                 Wake::Pending
             },
+            bounded: false,
         };
+        (self.insert(entry), handle)
+    }
+
+    fn insert(&self, entry: Entry) -> usize {
         let mut entries = self.entries.borrow_mut();
         let key = match self.free.borrow_mut().pop() {
             Some(k) => {
@@ -103,7 +123,28 @@ impl IdleSet {
                 entries.len() - 1
             }
         };
-        (key, handle)
+        key
+    }
+
+    /// Bounds `fut` by `d`: it ends with `Err(Elapsed)` on the first sweep tick at or
+    /// after `d`. A graceful stop does not end it.
+    pub fn bounded<F: Future>(&self, d: Duration, fut: F) -> Bounded<'_, F> {
+        let ticks = (d.as_millis() as u64).div_ceil(TICK_MS).max(1) + 1;
+        let now = self.now.get() as u32;
+        let key = self.insert(Entry {
+            canceller: None,
+            waker: None,
+            since: now,
+            demote_at: u32::MAX,
+            expire_at: now.saturating_add(ticks.min(u32::MAX as u64) as u32),
+            wake: Wake::Pending,
+            bounded: true,
+        });
+        Bounded {
+            set: self,
+            key,
+            fut,
+        }
     }
 
     /// Ends a wait; says whether the sweep cancelled it and why.
@@ -114,13 +155,13 @@ impl IdleSet {
     /// Ends a wait and gives back a canceller to reuse (a fresh one if it was used).
     pub fn remove_with(&self, key: usize) -> (Wake, Option<Canceller>) {
         let mut entries = self.entries.borrow_mut();
-        let (w, c) = entries
-            .get_mut(key)
-            .and_then(|e| e.take())
-            .map(|e| (e.wake, e.canceller))
-            .unwrap_or((Wake::Pending, None));
-        self.free.borrow_mut().push(key);
-        (w, c)
+        match entries.get_mut(key).and_then(|e| e.take()) {
+            Some(e) => {
+                self.free.borrow_mut().push(key);
+                (e.wake, e.canceller)
+            }
+            None => (Wake::Pending, None),
+        }
     }
 
     /// Ticks elapsed since the wait began.
@@ -152,7 +193,7 @@ impl IdleSet {
             if e.wake != Wake::Pending {
                 continue;
             }
-            let w = if stopping {
+            let w = if stopping && !e.bounded {
                 Wake::Stop
             } else if now >= e.expire_at {
                 Wake::Expired
@@ -197,5 +238,108 @@ impl Future for Woken<'_> {
             Some(e) => Poll::Ready(e.wake),
             None => Poll::Ready(Wake::Expired),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future with a deadline kept by the sweep (see [`IdleSet::bounded`]).
+    pub struct Bounded<'a, F> {
+        set: &'a IdleSet,
+        key: usize,
+        #[pin]
+        fut: F,
+    }
+
+    impl<'a, F> PinnedDrop for Bounded<'a, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            this.set.remove(*this.key);
+        }
+    }
+}
+
+impl<F: Future> Future for Bounded<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        let mut entries = this.set.entries.borrow_mut();
+        match entries.get_mut(*this.key).and_then(|e| e.as_mut()) {
+            Some(e) if e.wake == Wake::Pending => {
+                match &e.waker {
+                    Some(wk) if wk.will_wake(cx.waker()) => {}
+                    _ => e.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(Err(Elapsed)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_bounded_operation_that_finishes_leaves_nothing_behind() {
+        let set = IdleSet::new();
+        {
+            let mut f = std::pin::pin!(set.bounded(Duration::from_secs(1), async { 7 }));
+            assert_eq!(poll_once(f.as_mut()), Poll::Ready(Ok(7)));
+        }
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn a_bounded_operation_ends_on_the_first_tick_past_its_deadline_never_before() {
+        let set = IdleSet::new();
+        // 250 ms: 3 ticks of 100 ms, plus one because it may start just before a tick.
+        let mut f =
+            std::pin::pin!(set.bounded(Duration::from_millis(250), std::future::pending::<()>()));
+        for _ in 0..3 {
+            assert_eq!(poll_once(f.as_mut()), Poll::Pending);
+            set.tick(false);
+        }
+        assert_eq!(poll_once(f.as_mut()), Poll::Pending);
+        set.tick(false);
+        assert_eq!(poll_once(f.as_mut()), Poll::Ready(Err(Elapsed)));
+    }
+
+    #[test]
+    fn a_graceful_stop_lets_bounded_operations_run_but_ends_idle_waits() {
+        let set = IdleSet::new();
+        let (idle, _) = set.register(0, 1000);
+        let mut f =
+            std::pin::pin!(set.bounded(Duration::from_secs(10), std::future::pending::<()>()));
+        assert_eq!(poll_once(f.as_mut()), Poll::Pending);
+        set.tick(true);
+        assert_eq!(poll_once(f.as_mut()), Poll::Pending);
+        assert_eq!(set.remove(idle), Wake::Stop);
+    }
+
+    #[test]
+    fn a_dropped_bounded_operation_gives_its_slot_back_once() {
+        let set = IdleSet::new();
+        {
+            let mut f =
+                std::pin::pin!(set.bounded(Duration::from_secs(1), std::future::pending::<()>()));
+            assert_eq!(poll_once(f.as_mut()), Poll::Pending);
+            assert_eq!(set.len(), 1);
+        }
+        assert!(set.is_empty());
+        // Removing a key twice must not hand the slot out twice.
+        let (a, _) = set.register(0, 10);
+        set.remove(a);
+        set.remove(a);
+        let (b, _) = set.register(0, 10);
+        let (c, _) = set.register(0, 10);
+        assert_ne!(b, c);
     }
 }

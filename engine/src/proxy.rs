@@ -42,89 +42,88 @@ enum Next {
 
 /// A client stream: plain TCP or TLS.
 pub trait ClientIo: AsyncReadRent + AsyncWriteRent + monoio::io::Split + 'static {
-    /// Waits for the next request's first bytes while idle; see [`crate::idle`].
-    fn idle_read(
+    /// Waits for the next request's first bytes right after a response, with a read
+    /// buffer; ends with [`Idle::Demote`] when the connection should wait on without one
+    /// (see [`crate::idle`]).
+    fn hold_read(
         &mut self,
         w: &Worker,
         buf: Vec<u8>,
         expire_ticks: u64,
-        hold: bool,
         canceller: &mut Option<monoio::io::Canceller>,
     ) -> impl Future<Output = Idle>;
+
+    /// Waits without a buffer for up to `expire_ticks` (after [`Idle::Demote`]).
+    fn long_wait(&mut self, w: &Worker, expire_ticks: u64) -> impl Future<Output = Idle>;
 }
 
 pub enum Idle {
     /// Bytes arrived (the buffer may still be empty after a buffer-less wait).
     Ready(Vec<u8>),
+    /// Still idle after the hold: wait on without a buffer, `left` ticks at most.
+    Demote {
+        left: u64,
+    },
     Eof,
     Expired,
     Stopped,
 }
 
 impl ClientIo for TcpStream {
-    #[allow(clippy::manual_async_fn)]
-    fn idle_read(
+    async fn hold_read(
         &mut self,
         w: &Worker,
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
         expire_ticks: u64,
-        hold: bool,
         canceller: &mut Option<monoio::io::Canceller>,
-    ) -> impl Future<Output = Idle> {
-        // An `async move` block, not an `async fn`: no second copy of the arguments.
+    ) -> Idle {
+        // Keep the buffer for a short while after a response: most next requests come
+        // soon, and a read straight into it costs nothing extra.
+        let b = if buf.capacity() == 0 {
+            w.get_buf()
+        } else {
+            buf
+        };
+        let (key, h) = w.idle.register_with(
+            canceller.take().unwrap_or_default(),
+            HOLD_TICKS,
+            expire_ticks,
+        );
+        let (r, b) = self.cancelable_read(b, h).await;
+        let age = w.idle.age(key);
+        let (wake, c) = w.idle.remove_with(key);
+        *canceller = c;
+        match r {
+            Ok(0) => {
+                w.put_buf(b);
+                return Idle::Eof;
+            }
+            Ok(_) => return Idle::Ready(b),
+            Err(_) => {}
+        }
+        w.put_buf(b);
+        match wake {
+            Wake::Demote => {
+                // A zero-length receive consumes nothing, so dropping it loses nothing:
+                // no canceller (and none kept) while the connection idles long.
+                *canceller = None;
+                Idle::Demote {
+                    left: expire_ticks.saturating_sub(age).max(1),
+                }
+            }
+            Wake::Expired => Idle::Expired,
+            Wake::Stop => Idle::Stopped,
+            Wake::Pending => Idle::Eof,
+        }
+    }
+
+    #[allow(clippy::manual_async_fn)]
+    fn long_wait(&mut self, w: &Worker, expire_ticks: u64) -> impl Future<Output = Idle> {
+        // An `async move` block, not an `async fn`: no second copy of the arguments in
+        // the future every long-idle connection holds.
         async move {
-            let mut age = 0;
-            if hold {
-                // Keep the buffer for a short while after a response: most next requests come
-                // soon, and a read straight into it costs nothing extra.
-                let b = if buf.capacity() == 0 {
-                    w.get_buf()
-                } else {
-                    buf
-                };
-                let (key, h) = w.idle.register_with(
-                    canceller.take().unwrap_or_default(),
-                    HOLD_TICKS,
-                    expire_ticks,
-                );
-                let (r, b) = self.cancelable_read(b, h).await;
-                age = w.idle.age(key);
-                let (wake, c) = w.idle.remove_with(key);
-                *canceller = c;
-                match r {
-                    Ok(0) => {
-                        w.put_buf(b);
-                        return Idle::Eof;
-                    }
-                    Ok(_) => return Idle::Ready(b),
-                    Err(_) => {}
-                }
-                match wake {
-                    Wake::Demote => {}
-                    Wake::Expired => {
-                        w.put_buf(b);
-                        return Idle::Expired;
-                    }
-                    Wake::Stop => {
-                        w.put_buf(b);
-                        return Idle::Stopped;
-                    }
-                    Wake::Pending => {
-                        w.put_buf(b);
-                        return Idle::Eof;
-                    }
-                }
-                buf = b;
-            }
-            // Give the buffer back and wait without one: a zero-length receive completes
-            // when data (or EOF) arrives.
-            if buf.capacity() > 0 {
-                w.put_buf(buf);
-            }
-            // A zero-length receive consumes nothing, so dropping it loses nothing: no
-            // canceller (and none kept) while the connection idles long.
-            *canceller = None;
-            let (key, _) = w.idle.register(0, expire_ticks.saturating_sub(age));
+            // A zero-length receive completes when data (or EOF) arrives.
+            let (key, _) = w.idle.register(0, expire_ticks);
             let woken = w.idle.woken(key);
             let read = self.read(Vec::<u8>::new());
             let out = monoio::select! {
@@ -141,12 +140,12 @@ impl ClientIo for TcpStream {
 }
 
 impl ClientIo for monoio_rustls::ServerTlsStream<TcpStream> {
-    async fn idle_read(
+    /// TLS reads cannot give their buffer back midway: the whole wait keeps it.
+    async fn hold_read(
         &mut self,
         w: &Worker,
         buf: Vec<u8>,
         expire_ticks: u64,
-        _hold: bool,
         _canceller: &mut Option<monoio::io::Canceller>,
     ) -> Idle {
         let buf = if buf.capacity() == 0 {
@@ -170,6 +169,12 @@ impl ClientIo for monoio_rustls::ServerTlsStream<TcpStream> {
         };
         w.idle.remove(key);
         out
+    }
+
+    async fn long_wait(&mut self, w: &Worker, expire_ticks: u64) -> Idle {
+        // Not reached (hold_read never demotes); the same wait, for completeness.
+        let mut none = None;
+        self.hold_read(w, Vec::new(), expire_ticks, &mut none).await
     }
 }
 
@@ -224,11 +229,12 @@ async fn read_into<R: AsyncReadRent>(r: &mut R, cb: &mut ClientBuf) -> io::Resul
 }
 
 async fn write_vec<W: AsyncWriteRent>(
+    w: &Worker,
     wr: &mut W,
     buf: Vec<u8>,
     t: Duration,
 ) -> (io::Result<()>, Vec<u8>) {
-    match monoio::time::timeout(t, wr.write_all(buf)).await {
+    match w.idle.bounded(t, wr.write_all(buf)).await {
         Ok((Ok(_), b)) => (Ok(()), b),
         Ok((Err(e), b)) => (Err(e), b),
         Err(_) => (
@@ -287,7 +293,39 @@ async fn serve_tls(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr
     }
 }
 
+/// A connection's state that lives across its phases.
+struct Conn {
+    /// X-Forwarded-For, rendered once per connection.
+    xff: Box<str>,
+    cb: ClientBuf,
+    canceller: Option<monoio::io::Canceller>,
+    accepted: Instant,
+    /// No request yet: the wait is bounded by `timeout_http_request`, and ends with 408.
+    first: bool,
+}
+
+/// How a connection's active phase ended.
+enum Phase {
+    /// Idle past the hold: wait on without a buffer, for `ticks` at most.
+    Idle {
+        ticks: u64,
+    },
+    End(End),
+}
+
+/// How a connection's request loop ended.
+enum End {
+    Close,
+    /// Boxed: kept small, as it is part of every connection's future.
+    Tunnel(Box<(TcpStream, Vec<u8>, Duration)>),
+}
+
 /// Serves one client connection to its end.
+///
+/// A connection alternates between two phases. **Active**: requests and the short hold
+/// after each response (with a read buffer), in one boxed future that lives while the
+/// client keeps sending. **Long idle**: only a buffer-less wait, in the task's own small
+/// future, which is all that an idle keep-alive connection costs.
 ///
 /// (A function returning an `async move` block rather than an `async fn`: the block uses
 /// its captures in place, where an `async fn` keeps a second copy of its arguments in
@@ -302,14 +340,45 @@ pub fn serve<S: ClientIo>(
 ) -> impl Future<Output = ()> {
     async move {
         let _guard = ConnGuard(Some(w.clone()));
-        // Nothing but the boxes is held across the awaits below (the end value is used up
-        // first): the idle connection's future stays small.
-        let tunnel_to = match serve_loop(&w, fe, &mut io, peer).await {
-            End::Close => None,
-            End::Tunnel(t) => Some(t),
+        let mut st = Conn {
+            xff: peer.ip().to_canonical().to_string().into_boxed_str(),
+            cb: ClientBuf {
+                v: Vec::new(),
+                start: 0,
+            },
+            canceller: None,
+            accepted: Instant::now(),
+            first: true,
         };
-        match tunnel_to {
-            None => {
+        let mut ready = false;
+        // Nothing but the boxes and the long wait is held across the awaits below.
+        let end = loop {
+            let fut: std::pin::Pin<Box<dyn Future<Output = Phase> + '_>> =
+                Box::pin(active(&w, fe, &mut io, peer, &mut st, ready));
+            let ticks = match fut.await {
+                Phase::End(e) => break e,
+                Phase::Idle { ticks } => ticks,
+            };
+            match io.long_wait(&w, ticks).await {
+                Idle::Ready(v) => {
+                    st.cb.v = v;
+                    st.cb.start = 0;
+                    ready = true;
+                }
+                Idle::Expired if st.first => {
+                    // Nothing arrived within timeout_http_request.
+                    let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> =
+                        Box::pin(answer_408(&w, fe, &mut io, peer, st.accepted));
+                    fut.await;
+                    break End::Close;
+                }
+                Idle::Demote { .. } | Idle::Eof | Idle::Expired | Idle::Stopped => {
+                    break End::Close
+                }
+            }
+        };
+        match end {
+            End::Close => {
                 if tls {
                     // close_notify, so that the client can tell a complete close-delimited
                     // body from a cut one.
@@ -319,7 +388,7 @@ pub fn serve<S: ClientIo>(
                     fut.await;
                 }
             }
-            Some(t) => {
+            End::Tunnel(t) => {
                 let (up, leftover, idle) = *t;
                 let fut: std::pin::Pin<Box<dyn Future<Output = ()>>> =
                     Box::pin(tunnel(io, up, leftover, idle));
@@ -329,111 +398,85 @@ pub fn serve<S: ClientIo>(
     }
 }
 
-/// How a connection's request loop ended.
-enum End {
-    Close,
-    /// Boxed: kept small, as it is part of every connection's future.
-    Tunnel(Box<(TcpStream, Vec<u8>, Duration)>),
-}
-
-#[allow(clippy::manual_async_fn)]
-fn serve_loop<'a, S: ClientIo>(
-    w: &'a Rc<Worker>,
+/// The active phase: requests one after another, each followed by a short wait for the
+/// next with the read buffer kept; ends when the connection ends or idles past the hold.
+/// `ready`: the long wait saw bytes arrive, so read them at once.
+async fn active<S: ClientIo>(
+    w: &Rc<Worker>,
     fe: usize,
-    io: &'a mut S,
+    io: &mut S,
     peer: SocketAddr,
-) -> impl Future<Output = End> + 'a {
-    async move {
-        // X-Forwarded-For, rendered once per connection.
-        let xff = peer.ip().to_canonical().to_string();
-        let mut cb = ClientBuf {
-            v: Vec::new(),
-            start: 0,
-        };
-        let mut first = true;
-        let mut canceller = None;
-        let accepted = Instant::now();
-        loop {
-            w.refresh();
-            // READ HEAD: wait (buffer-less when idle long); the rest is boxed in `request`.
-            let mut started = Instant::now();
-            if cb.is_empty() {
-                let ticks = {
-                    let snap = w.snap.borrow();
-                    let Some(front) = snap.frontends.get(fe) else {
-                        return End::Close;
-                    };
-                    let t = &front.cfg.timeouts;
-                    ticks_for(if first { t.http_request } else { t.keep_alive })
+    st: &mut Conn,
+    mut ready: bool,
+) -> Phase {
+    loop {
+        w.refresh();
+        // READ HEAD: wait (the buffer kept for the hold), then parse in `request`.
+        let mut started = Instant::now();
+        if st.cb.is_empty() && !ready {
+            let ticks = {
+                let snap = w.snap.borrow();
+                let Some(front) = snap.frontends.get(fe) else {
+                    return Phase::End(End::Close);
                 };
-                let buf = std::mem::take(&mut cb.v);
-                let expired = match io.idle_read(w, buf, ticks, true, &mut canceller).await {
-                    Idle::Ready(v) => {
-                        cb.v = v;
-                        cb.start = 0;
-                        false
-                    }
-                    Idle::Eof | Idle::Stopped => return End::Close,
-                    Idle::Expired => true,
-                };
-                if expired {
-                    if first {
+                let t = &front.cfg.timeouts;
+                ticks_for(if st.first {
+                    t.http_request
+                } else {
+                    t.keep_alive
+                })
+            };
+            let buf = std::mem::take(&mut st.cb.v);
+            match io.hold_read(w, buf, ticks, &mut st.canceller).await {
+                Idle::Ready(v) => {
+                    st.cb.v = v;
+                    st.cb.start = 0;
+                }
+                Idle::Demote { left } => return Phase::Idle { ticks: left },
+                Idle::Eof | Idle::Stopped => return Phase::End(End::Close),
+                Idle::Expired => {
+                    if st.first {
                         // Nothing arrived within timeout_http_request.
-                        let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> =
-                            Box::pin(answer_408(
-                                w,
-                                fe,
-                                io,
-                                peer,
-                                SystemTime::now() - accepted.elapsed(),
-                                accepted,
-                            ));
-                        fut.await;
+                        answer_408(w, fe, io, peer, st.accepted).await;
                     }
-                    return End::Close;
-                }
-                started = Instant::now();
-            }
-            let fut: std::pin::Pin<Box<dyn Future<Output = Next> + '_>> =
-                Box::pin(request(w, fe, io, &mut cb, peer, started, &xff));
-            first = false;
-            let mut linger_now = false;
-            // `next` lives only in this block, not across the linger await below.
-            match fut.await {
-                Next::KeepAlive => {
-                    if w.stopping.get() {
-                        cb.release(w);
-                        return End::Close;
-                    }
-                    if cb.is_empty() {
-                        cb.release(w);
-                    }
-                }
-                Next::Close => {
-                    cb.release(w);
-                    return End::Close;
-                }
-                Next::Linger => {
-                    cb.release(w);
-                    linger_now = true;
-                }
-                Next::Tunnel(up) => {
-                    let leftover = cb.data().to_vec();
-                    cb.release(w);
-                    let idle = {
-                        let snap = w.snap.borrow();
-                        snap.frontends
-                            .get(fe)
-                            .map(|f| f.cfg.timeouts.client.max(f.cfg.timeouts.server))
-                            .unwrap_or(Duration::from_secs(50))
-                    };
-                    return End::Tunnel(Box::new((up, leftover, idle)));
+                    return Phase::End(End::Close);
                 }
             }
-            if linger_now {
-                let fut: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(linger(io));
-                fut.await;
-                return End::Close;
+            started = Instant::now();
+        }
+        ready = false;
+        let next = request(w, fe, io, &mut st.cb, peer, started, &st.xff).await;
+        st.first = false;
+        match next {
+            Next::KeepAlive => {
+                if w.stopping.get() {
+                    st.cb.release(w);
+                    return Phase::End(End::Close);
+                }
+                if st.cb.is_empty() {
+                    st.cb.release(w);
+                }
+            }
+            Next::Close => {
+                st.cb.release(w);
+                return Phase::End(End::Close);
+            }
+            Next::Linger => {
+                st.cb.release(w);
+                linger(io).await;
+                return Phase::End(End::Close);
+            }
+            Next::Tunnel(up) => {
+                let leftover = st.cb.data().to_vec();
+                st.cb.release(w);
+                let idle = {
+                    let snap = w.snap.borrow();
+                    snap.frontends
+                        .get(fe)
+                        .map(|f| f.cfg.timeouts.client.max(f.cfg.timeouts.server))
+                        .unwrap_or(Duration::from_secs(50))
+                };
+                return Phase::End(End::Tunnel(Box::new((up, leftover, idle))));
             }
         }
     }
@@ -473,7 +516,7 @@ async fn request<S: ClientIo>(
         if now >= deadline {
             break Err(None);
         }
-        match monoio::time::timeout(deadline - now, read_into(io, cb)).await {
+        match w.idle.bounded(deadline - now, read_into(io, cb)).await {
             Ok(Ok(0)) | Ok(Err(_)) => {
                 // The client left mid-head (or between requests: not an error).
                 if !cb.is_empty() && !w.log.borrow().dontlognull {
@@ -490,7 +533,7 @@ async fn request<S: ClientIo>(
         Ok(h) => h,
         Err(None) => {
             // The head did not arrive within timeout_http_request.
-            let _ = write_vec(io, error_response(408, true), t.client).await;
+            let _ = write_vec(w, io, error_response(408, true), t.client).await;
             log_simple(w, snap, fe, peer, wall, started, 408, "cR", String::new());
             cb.release(w);
             return Next::Close;
@@ -498,7 +541,7 @@ async fn request<S: ClientIo>(
         Err(Some(e)) => {
             let status = e.status();
             tracing::debug!(client = %peer, "refused request: {e}");
-            let _ = write_vec(io, error_response(status, true), t.client).await;
+            let _ = write_vec(w, io, error_response(status, true), t.client).await;
             log_simple(
                 w,
                 snap,
@@ -527,15 +570,15 @@ async fn answer_408<S: ClientIo>(
     fe: usize,
     io: &mut S,
     peer: SocketAddr,
-    wall: SystemTime,
-    started: Instant,
+    accepted: Instant,
 ) {
+    let wall = SystemTime::now() - accepted.elapsed();
     let snap_rc = w.snapshot();
     let snap: &Snapshot = &snap_rc;
     let t = snap.frontends[fe].cfg.timeouts;
-    let _ = write_vec(io, error_response(408, true), t.client).await;
+    let _ = write_vec(w, io, error_response(408, true), t.client).await;
     if !w.log.borrow().dontlognull {
-        log_simple(w, snap, fe, peer, wall, started, 408, "cR", String::new());
+        log_simple(w, snap, fe, peer, wall, accepted, 408, "cR", String::new());
     }
 }
 
@@ -846,7 +889,7 @@ async fn exchange<S: ClientIo>(
             cb.consume(req.head_len);
             let close = has_body || !client_ka || status == 400;
             let n = resp.len() as u64;
-            let (res, _) = write_vec(io, resp, t.client).await;
+            let (res, _) = write_vec(w, io, resp, t.client).await;
             cx.rec.backend = None;
             cx.rec.bytes = n;
             cx.log(status, if res.is_ok() { b"--" } else { b"CD" }, started);
@@ -859,7 +902,7 @@ async fn exchange<S: ClientIo>(
     }
     let Some(be_idx) = fe.backend else {
         cb.consume(req.head_len);
-        let _ = write_vec(io, error_response(503, true), t.client).await;
+        let _ = write_vec(w, io, error_response(503, true), t.client).await;
         cx.log(503, b"PR", started);
         return Next::Close;
     };
@@ -871,7 +914,7 @@ async fn exchange<S: ClientIo>(
     if let BodyLen::Length(n) = req.body {
         if max_body > 0 && n > max_body {
             cb.consume(req.head_len);
-            let _ = write_vec(io, error_response(413, true), t.client).await;
+            let _ = write_vec(w, io, error_response(413, true), t.client).await;
             cx.log(413, b"PR", started);
             return Next::Linger;
         }
@@ -959,7 +1002,7 @@ async fn exchange<S: ClientIo>(
         if bad || (max_body > 0 && dry.total > max_body) {
             w.put_buf(out);
             let status = if bad { 400 } else { 413 };
-            let _ = write_vec(io, error_response(status, true), t.client).await;
+            let _ = write_vec(w, io, error_response(status, true), t.client).await;
             cx.log(status, b"PR", started);
             return Next::Linger;
         }
@@ -1015,7 +1058,7 @@ async fn exchange<S: ClientIo>(
                         _ => (be.response_503(), b"SC", false),
                     };
                     cx.rec.bytes = resp.len() as u64;
-                    let _ = write_vec(io, resp, t.client).await;
+                    let _ = write_vec(w, io, resp, t.client).await;
                     if queued {
                         cx.rec.tw = t_queue.elapsed().as_millis() as i64;
                     }
@@ -1064,7 +1107,7 @@ async fn exchange<S: ClientIo>(
                         w.put_buf(out);
                         let resp = be.response_503();
                         cx.rec.bytes = resp.len() as u64;
-                        let _ = write_vec(io, resp, t.client).await;
+                        let _ = write_vec(w, io, resp, t.client).await;
                         cx.rec.tc = t_connect.elapsed().as_millis() as i64;
                         cx.log(503, b"SC", started);
                         return Next::Close;
@@ -1154,7 +1197,7 @@ async fn exchange<S: ClientIo>(
                     w.passive(sid, crate::control::PassiveKind::ConnectFailed);
                     if attempts > retries {
                         w.put_buf(out);
-                        let _ = write_vec(io, error_response(502, true), t.client).await;
+                        let _ = write_vec(w, io, error_response(502, true), t.client).await;
                         cx.log(502, b"SH", started);
                         return Next::Close;
                     }
@@ -1187,7 +1230,7 @@ async fn exchange<S: ClientIo>(
                     } else {
                         error_response(status, true)
                     };
-                    let _ = write_vec(io, resp, t.client).await;
+                    let _ = write_vec(w, io, resp, t.client).await;
                     cx.log(status, &term, started);
                 } else {
                     cx.log(cx.rec.status, &term, started);
@@ -1532,7 +1575,7 @@ async fn send_and_relay<S: ClientIo>(
     // Only an idempotent request without a body goes again (RFC 9110 §9.2.2).
     let replayable =
         whole_request_in_out && method.is_idempotent() && body_len == BodyLen::None && !upgrade;
-    let (r, out) = write_vec(up, out, bt.server).await;
+    let (r, out) = write_vec(w, up, out, bt.server).await;
     if r.is_err() {
         if replayable && !out.is_empty() {
             return Relay::Retry { out, stale: reused };
@@ -1543,7 +1586,7 @@ async fn send_and_relay<S: ClientIo>(
     // Kept until the response starts, in case the request must go again.
     let mut keep = Some(out);
     if expect_continue && client_minor == 1 {
-        let (r, _) = write_vec(io, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), t.client).await;
+        let (r, _) = write_vec(w, io, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), t.client).await;
         if r.is_err() {
             return Relay::Failed(Fail::ClientAbort, *b"CR", true);
         }
@@ -1579,7 +1622,11 @@ async fn send_and_relay<S: ClientIo>(
             sb.reserve(snap.head_limits.max_head_bytes);
         }
         let len = sb.len();
-        match monoio::time::timeout(bt.server, up.read(sb.slice_mut(len..))).await {
+        match w
+            .idle
+            .bounded(bt.server, up.read(sb.slice_mut(len..)))
+            .await
+        {
             Ok((Ok(0), s)) | Ok((Err(_), s)) => {
                 sb = s.into_inner();
                 if sb.is_empty() && replayable {
@@ -1779,7 +1826,7 @@ async fn send_and_relay<S: ClientIo>(
             }
         }
     }
-    let (r, hb) = write_vec(io, hb, t.client).await;
+    let (r, hb) = write_vec(w, io, hb, t.client).await;
     w.put_buf(hb);
     if r.is_err() {
         w.put_buf(sb);
@@ -1897,11 +1944,13 @@ async fn relay_body<S: ClientIo>(
             BodyLen::Length(n) => ((n - sent) as usize).min(sb.capacity()),
             _ => sb.capacity(),
         };
-        let (r, s) = match monoio::time::timeout(
-            server_t,
-            up.read(std::mem::take(&mut sb).slice_mut(0..want)),
-        )
-        .await
+        let (r, s) = match w
+            .idle
+            .bounded(
+                server_t,
+                up.read(std::mem::take(&mut sb).slice_mut(0..want)),
+            )
+            .await
         {
             Ok(x) => x,
             Err(_) => break Err((Fail::ServerTimeout, *b"sD")),
@@ -1914,7 +1963,7 @@ async fn relay_body<S: ClientIo>(
                 if client_framing == BodyLen::Chunked {
                     ob.clear();
                     ob.extend_from_slice(b"0\r\n\r\n");
-                    let (r, b) = write_vec(io, std::mem::take(&mut ob), client_t).await;
+                    let (r, b) = write_vec(w, io, std::mem::take(&mut ob), client_t).await;
                     ob = b;
                     if r.is_err() {
                         break Err((Fail::ClientAbort, *b"CD"));
@@ -1929,7 +1978,7 @@ async fn relay_body<S: ClientIo>(
         match server_framing {
             BodyLen::Length(len) => {
                 sent += n as u64;
-                let (r, b) = write_vec(io, std::mem::take(&mut sb), client_t).await;
+                let (r, b) = write_vec(w, io, std::mem::take(&mut sb), client_t).await;
                 sb = b;
                 if r.is_err() {
                     break Err((Fail::ClientAbort, *b"CD"));
@@ -1954,7 +2003,7 @@ async fn relay_body<S: ClientIo>(
                 }
                 if !ob.is_empty() {
                     let k = ob.len() as u64;
-                    let (r, b) = write_vec(io, std::mem::take(&mut ob), client_t).await;
+                    let (r, b) = write_vec(w, io, std::mem::take(&mut ob), client_t).await;
                     ob = b;
                     if r.is_err() {
                         break Err((Fail::ClientAbort, *b"CD"));
@@ -1970,7 +2019,7 @@ async fn relay_body<S: ClientIo>(
                 ob.clear();
                 reframe_into(&sb[..n], client_framing == BodyLen::Chunked, &mut ob);
                 let k = ob.len() as u64;
-                let (r, b) = write_vec(io, std::mem::take(&mut ob), client_t).await;
+                let (r, b) = write_vec(w, io, std::mem::take(&mut ob), client_t).await;
                 ob = b;
                 if r.is_err() {
                     break Err((Fail::ClientAbort, *b"CD"));
@@ -2011,7 +2060,7 @@ async fn send_body<S: ClientIo>(
                 b.extend_from_slice(&cb.data()[..take]);
                 cb.consume(take);
                 remaining -= take as u64;
-                let (r, b) = write_vec(up, b, server_t).await;
+                let (r, b) = write_vec(w, up, b, server_t).await;
                 w.put_buf(b);
                 if r.is_err() {
                     return Err((Fail::BadResponse, *b"SD"));
@@ -2023,11 +2072,10 @@ async fn send_body<S: ClientIo>(
                     break Ok(());
                 }
                 let want = (remaining as usize).min(b.capacity());
-                let (r, s) = match monoio::time::timeout(
-                    client_t,
-                    io.read(std::mem::take(&mut b).slice_mut(0..want)),
-                )
-                .await
+                let (r, s) = match w
+                    .idle
+                    .bounded(client_t, io.read(std::mem::take(&mut b).slice_mut(0..want)))
+                    .await
                 {
                     Ok(x) => x,
                     Err(_) => break Err((Fail::ClientTimeout, *b"cD")),
@@ -2037,7 +2085,7 @@ async fn send_body<S: ClientIo>(
                     Ok(0) | Err(_) => break Err((Fail::ClientAbort, *b"CD")),
                     Ok(k) => {
                         remaining -= k as u64;
-                        let (r, bb) = write_vec(up, std::mem::take(&mut b), server_t).await;
+                        let (r, bb) = write_vec(w, up, std::mem::take(&mut b), server_t).await;
                         b = bb;
                         b.clear();
                         if r.is_err() {
@@ -2055,7 +2103,7 @@ async fn send_body<S: ClientIo>(
             let res = loop {
                 if cb.is_empty() {
                     cb.make_room(w, BUF_SIZE);
-                    match monoio::time::timeout(client_t, read_into(io, cb)).await {
+                    match w.idle.bounded(client_t, read_into(io, cb)).await {
                         Ok(Ok(0)) | Ok(Err(_)) => break Err((Fail::ClientAbort, *b"CD")),
                         Ok(Ok(_)) => {}
                         Err(_) => break Err((Fail::ClientTimeout, *b"cD")),
@@ -2093,7 +2141,7 @@ async fn send_body<S: ClientIo>(
                     break Err((Fail::BodyTooLarge, *b"PR"));
                 }
                 if !b.is_empty() {
-                    let (r, bb) = write_vec(up, std::mem::take(&mut b), server_t).await;
+                    let (r, bb) = write_vec(w, up, std::mem::take(&mut b), server_t).await;
                     b = bb;
                     if r.is_err() {
                         break Err((Fail::BadResponse, *b"SD"));

@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 /// The sweep period: keep-alive expiry and buffer release happen on these ticks.
 pub const TICK: Duration = Duration::from_millis(100);
 /// Ticks an idle connection keeps its read buffer before giving it back.
-pub const HOLD_TICKS: u64 = 3;
+pub const HOLD_TICKS: u64 = 2;
 /// Size of the buffers in the per-core pool.
 pub const BUF_SIZE: usize = 16 * 1024;
 /// Kept small: at 10,000 idle connections every pooled buffer counts.

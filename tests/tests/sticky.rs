@@ -719,8 +719,14 @@ fn dated_cookie_expires_by_maxidle_and_maxlife(driver: DriverChoice) {
             assert_ne!(fresh, value);
             assert_eq!(log_flags(&log, "idle1x"), "EI", "expired, inserted");
             let resp = get_with(&r, "/?tag=idle2x", Some(&format!("SERVERID={fresh}")));
-            assert_eq!(log_flags(&log, "idle2x"), "VN", "the fresh one is valid");
-            assert!(set_cookies(&resp, "SERVERID").is_empty());
+            // Valid; refreshed too when a second boundary passed since it was issued
+            // (dates are whole seconds and the refresh step is 1 s here).
+            let flags = log_flags(&log, "idle2x");
+            assert!(
+                flags == "VN" || flags == "VU",
+                "the fresh one is valid: {flags}"
+            );
+            assert_eq!(set_cookies(&resp, "SERVERID").is_empty(), flags == "VN");
         });
         // maxlife 3s: even a busy student's cookie ends.
         let life = sc.spawn(|| {
