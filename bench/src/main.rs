@@ -55,6 +55,11 @@ pub struct Cli {
     /// output directory (default bench/results/<YYYY-MM-DD>)
     #[arg(long)]
     out: Option<PathBuf>,
+    /// pin the engine's workers to cores (its default in production). Off here: HAProxy
+    /// and nginx are not pinned either, and on cores shared with wrk and the origins a
+    /// pinned worker waits for its own core while the other may be free.
+    #[arg(long)]
+    pin_engine: bool,
     /// the target whose ratios against the others are reported
     #[arg(long, default_value = "engine")]
     subject: String,
@@ -100,6 +105,8 @@ pub struct Settings {
     pub cr_rate: Option<f64>,
     /// maxconn given to every proxy: what RLIMIT_NOFILE allows HAProxy
     pub maxconn: usize,
+    /// the engine runs pinned (`--pin-engine`) or with `--no-pin`
+    pub pin_engine: bool,
 }
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -377,9 +384,11 @@ fn start_target(
                 Err(e) => return na(res, format!("engine check did not run: {e}")),
             }
             let mut cmd = Command::new(&bin);
-            cmd.env("MIMALLOC_ALLOW_THP", "0")
-                .args(["--cores", "2", "-c"])
-                .arg(&f);
+            cmd.env("MIMALLOC_ALLOW_THP", "0").args(["--cores", "2"]);
+            if !set.pin_engine {
+                cmd.arg("--no-pin");
+            }
+            cmd.arg("-c").arg(&f);
             (f, text, cmd)
         }
         "haproxy" => {
@@ -912,6 +921,7 @@ fn bench(cli: Cli) -> i32 {
         idle_clients_requested: idle_requested,
         cr_rate: cli.cr_rate,
         maxconn,
+        pin_engine: cli.pin_engine,
     };
     let all = configs::all_scenarios();
     let scenarios: Vec<Scenario> = if cli.scenarios.is_empty() {
