@@ -290,6 +290,7 @@ fn example(header: &str, lead: Option<&str>, key: &str) -> Option<&'static str> 
         "tls" => "tls = { certs = [\"certs/moodle.pem\"] }",
         "certs" => "certs = [\"certs/moodle.pem\"]   # or [{ cert = \"chain.pem\", key = \"key.pem\" }]",
         "handshake_timeout" => "handshake_timeout = \"10s\"",
+        "session_resumption" => "session_resumption = true",
         "set_headers" => "set_headers = { \"X-Forwarded-Proto\" = \"https\" }",
         "forwarded_for" => "forwarded_for = true",
         "balance" => "balance = \"roundrobin\"   # or \"leastconn\"",

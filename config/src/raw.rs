@@ -169,6 +169,7 @@ pub(crate) struct RawRedirect {
 pub(crate) struct RawTls {
     pub certs: Option<S<Vec<S<toml::Value>>>>,
     pub handshake_timeout: Option<S<Scalar>>,
+    pub session_resumption: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -149,6 +149,9 @@ pub struct Tls {
     pub certs: Vec<CertSource>,
     /// A handshake not finished in this time is dropped. Default 10s.
     pub handshake_timeout: Duration,
+    /// Session tickets and the session cache (our addition). Default true; false makes
+    /// every handshake a full one (HAProxy's `no-tls-tickets` with no cache).
+    pub session_resumption: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

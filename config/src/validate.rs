@@ -1176,6 +1176,7 @@ fn validate_tls(t: &S<RawTls>, label: &str, cx: &mut Ctx) -> Tls {
     Tls {
         certs,
         handshake_timeout,
+        session_resumption: rt.session_resumption.as_ref().is_none_or(|v| *v.get_ref()),
     }
 }
 

@@ -157,6 +157,7 @@ pub struct TlsServer {
     resolver: Arc<SniResolver>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
     pub handshake_timeout: std::time::Duration,
+    resumption: bool,
 }
 
 impl fmt::Debug for TlsServer {
@@ -183,6 +184,7 @@ impl TlsServer {
             resolver: Arc::new(SniResolver { certs }),
             ticketer,
             handshake_timeout: t.handshake_timeout,
+            resumption: t.session_resumption,
         })
     }
 
@@ -200,9 +202,15 @@ impl TlsServer {
         // http/1.0 too: a client that offers only it (curl --http1.0) is served rather than
         // refused at the handshake.
         cfg.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
-        cfg.session_storage = ServerSessionMemoryCache::new(4096);
-        cfg.ticketer = self.ticketer.clone();
-        cfg.send_tls13_tickets = 2;
+        if self.resumption {
+            cfg.session_storage = ServerSessionMemoryCache::new(4096);
+            cfg.ticketer = self.ticketer.clone();
+            cfg.send_tls13_tickets = 2;
+        } else {
+            // Every handshake a full one: no cache, no tickets (TLS 1.2 or 1.3).
+            cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            cfg.send_tls13_tickets = 0;
+        }
         Ok(Arc::new(cfg))
     }
 }

@@ -26,6 +26,7 @@ both_drivers!(
     http10_client_over_tls,
     sni_selects_certificate,
     resumption_with_tickets_across_cores,
+    no_resumption_when_turned_off,
     forwarded_headers_replaced,
     handshake_timeout_closes_silent_clients,
     garbage_handshakes_disturb_nobody,
@@ -659,6 +660,48 @@ fn resumption_with_tickets_across_cores(driver: DriverChoice) {
             );
             assert!(out.contains("HTTP/1.1 200"), "{out}");
         }
+    }
+}
+
+fn no_resumption_when_turned_off(driver: DriverChoice) {
+    // session_resumption = false: every handshake is a full one. The server hands out
+    // nothing to resume (no TLS 1.3 ticket, no TLS 1.2 ticket, an empty session id), so
+    // s_client has no session to save; a session from an engine with resumption on is
+    // not accepted either.
+    let o = origins(1);
+    let off = tls_engine(&o[0], driver, ", session_resumption = false", "");
+    let on = tls_engine(&o[0], driver, "", "");
+    let dir = tmpdir("tls-nosess");
+    for (flags, version) in [
+        (&["-tls1_3"][..], "TLSv1.3"),
+        (&["-tls1_2"][..], "TLSv1.2"),
+        (&["-tls1_2", "-no_ticket"][..], "TLSv1.2"),
+    ] {
+        let name = flags.join("");
+        let mine = dir.join(format!("off{name}")).display().to_string();
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend(["-sess_out", &mine]);
+        let (_, out) = s_client(off.addr("https"), Some("moodle.example.edu"), &args);
+        assert!(out.contains(&format!("New, {version},")), "{out}");
+        assert!(out.contains("HTTP/1.1 200"), "{out}");
+        assert!(
+            !std::path::Path::new(&mine).exists(),
+            "{flags:?}: nothing resumable handed out:\n{out}"
+        );
+        // A session that another engine issued is not resumed here.
+        let theirs = dir.join(format!("on{name}")).display().to_string();
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend(["-sess_out", &theirs]);
+        let _ = s_client(on.addr("https"), Some("moodle.example.edu"), &args);
+        assert!(std::path::Path::new(&theirs).exists(), "{flags:?}: saved");
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend(["-sess_in", &theirs]);
+        let (_, out) = s_client(off.addr("https"), Some("moodle.example.edu"), &args);
+        assert!(
+            out.contains(&format!("New, {version},")),
+            "{flags:?}: a full handshake:\n{out}"
+        );
+        assert!(out.contains("HTTP/1.1 200"), "{out}");
     }
 }
 
