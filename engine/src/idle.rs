@@ -17,8 +17,12 @@ use std::time::Duration;
 
 use monoio::io::{CancelHandle, Canceller};
 
-/// The sweep's period in milliseconds ([`crate::worker::TICK`]).
-const TICK_MS: u64 = crate::worker::TICK.as_millis() as u64;
+/// Sweep ticks ([`crate::worker::TICK`]) in `d`, rounded up, at least one.
+pub fn ticks_for(d: Duration) -> u64 {
+    (d.as_millis() as u64)
+        .div_ceil(crate::worker::TICK.as_millis() as u64)
+        .max(1)
+}
 
 /// A bounded operation took too long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,25 +78,38 @@ impl IdleSet {
         }
     }
 
-    /// Registers a wait: demoted after `demote_ticks` (0: never), expired after
-    /// `expire_ticks`. Returns the key and a handle to pass to the cancelable read.
-    pub fn register(&self, demote_ticks: u64, expire_ticks: u64) -> (usize, CancelHandle) {
-        self.register_with(Canceller::new(), demote_ticks, expire_ticks)
+    /// Registers a wait that ends only by expiry or stop, watched through
+    /// [`woken`](Self::woken) (no read to cancel). Returns the key.
+    pub fn register(&self, expire_ticks: u64) -> usize {
+        self.insert(self.entry(None, 0, expire_ticks, false))
     }
 
-    /// Like [`register`](Self::register) with the connection's own canceller (reused
-    /// from wait to wait; [`remove_with`](Self::remove_with) gives it back).
+    /// Registers a wait with the connection's own canceller (reused from wait to wait;
+    /// [`remove_with`](Self::remove_with) gives it back): demoted after `demote_ticks`
+    /// (0: never), expired after `expire_ticks`. Returns the key and the handle to pass
+    /// to the cancelable read.
     pub fn register_with(
         &self,
         canceller: Canceller,
         demote_ticks: u64,
         expire_ticks: u64,
     ) -> (usize, CancelHandle) {
+        let handle = canceller.handle();
+        let entry = self.entry(Some(canceller), demote_ticks, expire_ticks, false);
+        (self.insert(entry), handle)
+    }
+
+    fn entry(
+        &self,
+        canceller: Option<Canceller>,
+        demote_ticks: u64,
+        expire_ticks: u64,
+        bounded: bool,
+    ) -> Entry {
         let now = self.now.get() as u32;
         let clamp = |t: u64| t.min(u32::MAX as u64) as u32;
-        let handle = canceller.handle();
-        let entry = Entry {
-            canceller: Some(canceller),
+        Entry {
+            canceller,
             waker: None,
             since: now,
             demote_at: if demote_ticks == 0 {
@@ -101,14 +118,13 @@ impl IdleSet {
                 now.saturating_add(clamp(demote_ticks))
             },
             expire_at: now.saturating_add(clamp(expire_ticks.max(1))),
-            wake: if self.stopping.get() {
+            wake: if self.stopping.get() && !bounded {
                 Wake::Stop
             } else {
                 Wake::Pending
             },
-            bounded: false,
-        };
-        (self.insert(entry), handle)
+            bounded,
+        }
     }
 
     fn insert(&self, entry: Entry) -> usize {
@@ -129,17 +145,8 @@ impl IdleSet {
     /// Bounds `fut` by `d`: it ends with `Err(Elapsed)` on the first sweep tick at or
     /// after `d`. A graceful stop does not end it.
     pub fn bounded<F: Future>(&self, d: Duration, fut: F) -> Bounded<'_, F> {
-        let ticks = (d.as_millis() as u64).div_ceil(TICK_MS).max(1) + 1;
-        let now = self.now.get() as u32;
-        let key = self.insert(Entry {
-            canceller: None,
-            waker: None,
-            since: now,
-            demote_at: u32::MAX,
-            expire_at: now.saturating_add(ticks.min(u32::MAX as u64) as u32),
-            wake: Wake::Pending,
-            bounded: true,
-        });
+        // One tick more: the wait may begin just before a tick.
+        let key = self.insert(self.entry(None, 0, ticks_for(d) + 1, true));
         Bounded {
             set: self,
             key,
@@ -180,6 +187,23 @@ impl IdleSet {
     /// cannot be cancelled, such as TLS).
     pub fn woken(&self, key: usize) -> Woken<'_> {
         Woken { set: self, key }
+    }
+
+    /// Ready with the reason once the sweep ends the wait `key` (`Expired` if it is
+    /// gone); otherwise the waker is kept for the sweep.
+    fn poll_wake(&self, key: usize, cx: &mut Context<'_>) -> Poll<Wake> {
+        let mut entries = self.entries.borrow_mut();
+        match entries.get_mut(key).and_then(|e| e.as_mut()) {
+            Some(e) if e.wake == Wake::Pending => {
+                match &e.waker {
+                    Some(wk) if wk.will_wake(cx.waker()) => {}
+                    _ => e.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Some(e) => Poll::Ready(e.wake),
+            None => Poll::Ready(Wake::Expired),
+        }
     }
 
     /// The sweep: one tick passed.
@@ -229,15 +253,7 @@ pub struct Woken<'a> {
 impl Future for Woken<'_> {
     type Output = Wake;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Wake> {
-        let mut entries = self.set.entries.borrow_mut();
-        match entries.get_mut(self.key).and_then(|e| e.as_mut()) {
-            Some(e) if e.wake == Wake::Pending => {
-                e.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-            Some(e) => Poll::Ready(e.wake),
-            None => Poll::Ready(Wake::Expired),
-        }
+        self.set.poll_wake(self.key, cx)
     }
 }
 
@@ -265,17 +281,7 @@ impl<F: Future> Future for Bounded<'_, F> {
         if let Poll::Ready(v) = this.fut.poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        let mut entries = this.set.entries.borrow_mut();
-        match entries.get_mut(*this.key).and_then(|e| e.as_mut()) {
-            Some(e) if e.wake == Wake::Pending => {
-                match &e.waker {
-                    Some(wk) if wk.will_wake(cx.waker()) => {}
-                    _ => e.waker = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
-            _ => Poll::Ready(Err(Elapsed)),
-        }
+        this.set.poll_wake(*this.key, cx).map(|_| Err(Elapsed))
     }
 }
 
@@ -315,7 +321,7 @@ mod tests {
     #[test]
     fn a_graceful_stop_lets_bounded_operations_run_but_ends_idle_waits() {
         let set = IdleSet::new();
-        let (idle, _) = set.register(0, 1000);
+        let idle = set.register(1000);
         let mut f =
             std::pin::pin!(set.bounded(Duration::from_secs(10), std::future::pending::<()>()));
         assert_eq!(poll_once(f.as_mut()), Poll::Pending);
@@ -335,11 +341,11 @@ mod tests {
         }
         assert!(set.is_empty());
         // Removing a key twice must not hand the slot out twice.
-        let (a, _) = set.register(0, 10);
+        let a = set.register(10);
         set.remove(a);
         set.remove(a);
-        let (b, _) = set.register(0, 10);
-        let (c, _) = set.register(0, 10);
+        let b = set.register(10);
+        let c = set.register(10);
         assert_ne!(b, c);
     }
 }

@@ -25,11 +25,11 @@ use crate::http::head::{
     eq_ic, parse_request, parse_response, BodyLen, Hdr, Method, RequestHead, ResponseHead,
 };
 use crate::http::{error_response, push_u64, simple_response};
-use crate::idle::Wake;
+use crate::idle::{ticks_for, Wake};
 use crate::log::Record;
 use crate::persist;
 use crate::snapshot::{FrontendRt, Snapshot};
-use crate::worker::{Worker, BUF_SIZE, HOLD_TICKS, TICK};
+use crate::worker::{Worker, BUF_SIZE, HOLD_TICKS};
 
 /// The read size for large bodies.
 const LARGE_BUF: usize = 64 * 1024;
@@ -126,7 +126,7 @@ impl ClientIo for TcpStream {
         // the future every long-idle connection holds.
         async move {
             // A zero-length receive completes when data (or EOF) arrives.
-            let (key, _) = w.idle.register(0, expire_ticks);
+            let key = w.idle.register(expire_ticks);
             let woken = w.idle.woken(key);
             let read = self.read(Vec::<u8>::new());
             let out = monoio::select! {
@@ -156,7 +156,7 @@ impl ClientIo for monoio_rustls::ServerTlsStream<TcpStream> {
         } else {
             buf
         };
-        let (key, _h) = w.idle.register(0, expire_ticks);
+        let key = w.idle.register(expire_ticks);
         let len = buf.len();
         let woken = w.idle.woken(key);
         let read = self.read(buf.slice_mut(len..));
@@ -583,12 +583,6 @@ async fn answer_408<S: ClientIo>(
     if !w.log.borrow().dontlognull {
         log_simple(w, snap, fe, peer, wall, accepted, 408, "cR", String::new());
     }
-}
-
-fn ticks_for(d: Duration) -> u64 {
-    (d.as_millis() as u64)
-        .div_ceil(TICK.as_millis() as u64)
-        .max(1)
 }
 
 async fn linger<S: ClientIo>(io: &mut S) {
