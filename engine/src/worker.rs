@@ -28,6 +28,45 @@ pub const HOLD_TICKS: u64 = 2;
 pub const BUF_SIZE: usize = 16 * 1024;
 /// Kept small: at 10,000 idle connections every pooled buffer counts.
 const MAX_POOLED_BUFS: usize = 16;
+/// Empty pipes a core keeps for splicing large bodies.
+const MAX_POOLED_PIPES: usize = 8;
+
+/// A non-blocking pipe for moving large bodies with splice(2).
+pub struct Pipe {
+    pub r: std::os::fd::OwnedFd,
+    pub w: std::os::fd::OwnedFd,
+}
+
+/// The capacity asked of each pipe: a splice moves up to this much at once.
+pub const PIPE_SIZE: usize = 256 * 1024;
+
+impl Pipe {
+    fn new() -> std::io::Result<Pipe> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 writes two descriptors into `fds`, which we then own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        let p = unsafe {
+            Pipe {
+                r: OwnedFd::from_raw_fd(fds[0]),
+                w: OwnedFd::from_raw_fd(fds[1]),
+            }
+        };
+        // A larger pipe means fewer splices; the default (64 KiB) still works.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            libc::fcntl(
+                p.w.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_SIZE as libc::c_int,
+            )
+        };
+        Ok(p)
+    }
+}
 
 /// Which I/O driver a core runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +130,10 @@ pub struct Worker {
     updates: Receiver<Update>,
     pub pools: RefCell<Vec<Vec<Pooled>>>,
     bufs: RefCell<Vec<Vec<u8>>>,
+    /// Empty pipes for splicing large bodies (read end, write end).
+    pipes: RefCell<Vec<Pipe>>,
+    /// False once splice was refused on this core: large bodies are copied instead.
+    pub splice_ok: Cell<bool>,
     pub idle: IdleSet,
     pub log: RefCell<AccessLog>,
     pub rr: RefCell<Vec<RoundRobin>>,
@@ -137,6 +180,8 @@ impl Worker {
             updates,
             pools: RefCell::new(Vec::new()),
             bufs: RefCell::new(Vec::new()),
+            pipes: RefCell::new(Vec::new()),
+            splice_ok: Cell::new(true),
             idle: IdleSet::new(),
             log: RefCell::new(log),
             rr: RefCell::new(Vec::new()),
@@ -221,6 +266,22 @@ impl Worker {
             .borrow_mut()
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+    }
+
+    /// An empty pipe for splicing, from the core's pool or new.
+    pub fn get_pipe(&self) -> Option<Pipe> {
+        if let Some(p) = self.pipes.borrow_mut().pop() {
+            return Some(p);
+        }
+        Pipe::new().ok()
+    }
+
+    /// Returns a pipe that is known to be empty; one that may hold bytes is dropped.
+    pub fn put_pipe(&self, p: Pipe) {
+        let mut pipes = self.pipes.borrow_mut();
+        if pipes.len() < MAX_POOLED_PIPES {
+            pipes.push(p);
+        }
     }
 
     pub fn put_buf(&self, mut b: Vec<u8>) {

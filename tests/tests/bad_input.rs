@@ -13,6 +13,7 @@ both_drivers!(
     head_timeout_408,
     malformed_server_response_502,
     server_dies_mid_body_cut_response,
+    server_silent_mid_body_cut_after_timeout,
     silent_server_504,
 );
 
@@ -338,6 +339,54 @@ fn server_dies_mid_body_cut_response(driver: DriverChoice) {
         assert!(
             c.is_closed_within(Duration::from_secs(2)),
             "mode={mode}: closed"
+        );
+    }
+}
+
+/// A server that falls silent halfway through a large body: after `timeout_server` the
+/// client gets the bytes so far, exact, and a close; the server connection is released.
+/// (`cl` takes the splice path on plain TCP, `chunked` the copying one.)
+fn server_silent_mid_body_cut_after_timeout(driver: DriverChoice) {
+    let o = origins(1);
+    o[0].set_fault(Fault::StallMidBody);
+    let r = start(
+        Web::new(&[&o[0]])
+            .defaults("timeout_server = \"300ms\"\n")
+            .config(),
+        driver,
+    );
+    for mode in ["cl", "chunked"] {
+        let mut c = conn(&r);
+        let t0 = Instant::now();
+        let resp = c
+            .request(
+                "GET",
+                &format!("/download?size=1000000&mode={mode}"),
+                &[],
+                b"",
+            )
+            .expect("the head arrives");
+        let took = t0.elapsed();
+        assert_eq!(resp.status, 200, "mode={mode}");
+        assert!(!resp.complete, "mode={mode}: a cut body, never a clean end");
+        assert!(
+            !resp.body.is_empty() && resp.body.len() < 1_000_000,
+            "mode={mode}: {} bytes",
+            resp.body.len()
+        );
+        assert_eq!(
+            &resp.body[..],
+            &tools::pattern(resp.body.len())[..],
+            "mode={mode}: bytes so far exact"
+        );
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "mode={mode}: cut after {took:?}"
+        );
+        wait_until(
+            Duration::from_secs(5),
+            "the silent server connection released",
+            || o[0].active() == 0,
         );
     }
 }

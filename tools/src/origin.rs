@@ -41,6 +41,9 @@ pub enum Fault {
     Refuse,
     /// Read the request head, then reset the connection (SO_LINGER 0).
     ResetAfterRequest,
+    /// Like [`Fault::CloseMidBody`], but then fall silent instead of closing: the socket
+    /// stays open until the client closes it or the origin stops.
+    StallMidBody,
 }
 
 impl Fault {
@@ -51,6 +54,7 @@ impl Fault {
             Fault::Stall => 2,
             Fault::Refuse => 3,
             Fault::ResetAfterRequest => 4,
+            Fault::StallMidBody => 5,
         }
     }
     fn from_u8(v: u8) -> Fault {
@@ -59,6 +63,7 @@ impl Fault {
             2 => Fault::Stall,
             3 => Fault::Refuse,
             4 => Fault::ResetAfterRequest,
+            5 => Fault::StallMidBody,
             _ => Fault::None,
         }
     }
@@ -829,8 +834,11 @@ impl<'a> Session<'a> {
                 Fault::Stall if !health => return self.stall(),
                 _ => {}
             }
-            let mid = fault == Fault::CloseMidBody && !health;
+            let mid = matches!(fault, Fault::CloseMidBody | Fault::StallMidBody) && !health;
             let outcome = self.handle(mid);
+            if fault == Fault::StallMidBody && !health && outcome.is_ok() {
+                return self.stall();
+            }
             if let Err(E::Reject(code, why)) = outcome {
                 self.send_reject(code, why);
             }
