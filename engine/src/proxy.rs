@@ -1955,7 +1955,7 @@ async fn relay_body<S: ClientIo>(
     if large {
         if let (BodyLen::Length(n), Some(client)) = (server_framing, io.plain()) {
             // Plain TCP on both sides: the body moves through a pipe, not user space.
-            match splice_body(w, up, client, n - sent, client_t, server_t).await {
+            match splice_body(w, up, client, n - sent, server_t, client_t, &RESPONSE).await {
                 Spliced::Done(moved) => {
                     w.put_buf(sb);
                     w.put_buf(ob);
@@ -2075,18 +2075,42 @@ enum Spliced {
     Unsupported,
 }
 
-/// Moves `left` bytes of a Content-Length body from the server to a plain TCP client
-/// through a pipe of the core's: the kernel hands pages over, nothing is copied through
-/// user space. Non-blocking splice(2) calls, and a readiness wait (a poll on the ring)
-/// only when one would block; the sockets are non-blocking meanwhile and get their flags
-/// back after. A pipe that may still hold bytes afterwards is dropped, not pooled.
+/// How each side's failure is named in a splice: the source ended early or failed, the
+/// source timed out, the destination failed or timed out.
+struct SpliceSides {
+    src_end: (Fail, [u8; 2]),
+    src_timeout: (Fail, [u8; 2]),
+    dst_fail: (Fail, [u8; 2]),
+}
+
+/// A response body: from the server to the client.
+const RESPONSE: SpliceSides = SpliceSides {
+    src_end: (Fail::BadResponse, *b"SD"),
+    src_timeout: (Fail::ServerTimeout, *b"sD"),
+    dst_fail: (Fail::ClientAbort, *b"CD"),
+};
+
+/// A request body: from the client to the server.
+const UPLOAD: SpliceSides = SpliceSides {
+    src_end: (Fail::ClientAbort, *b"CD"),
+    src_timeout: (Fail::ClientTimeout, *b"cD"),
+    dst_fail: (Fail::BadResponse, *b"SD"),
+};
+
+/// Moves `left` bytes of a Content-Length body between two plain TCP streams through a
+/// pipe of the core's: the kernel hands pages over, nothing is copied through user
+/// space. Non-blocking splice(2) calls, and a readiness wait (a poll on the ring) only
+/// when one would block; the sockets are non-blocking meanwhile and get their flags back
+/// after. A pipe that may still hold bytes afterwards is dropped, not pooled.
+#[allow(clippy::too_many_arguments)]
 async fn splice_body(
     w: &Worker,
-    up: &mut TcpStream,
-    client: &mut TcpStream,
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
     mut left: u64,
-    client_t: Duration,
-    server_t: Duration,
+    src_t: Duration,
+    dst_t: Duration,
+    sides: &SpliceSides,
 ) -> Spliced {
     use std::os::fd::AsRawFd;
     if !w.splice_ok.get() {
@@ -2095,13 +2119,13 @@ async fn splice_body(
     let Some(pipe) = w.get_pipe() else {
         return Spliced::Unsupported;
     };
-    let (ufd, cfd) = (up.as_raw_fd(), client.as_raw_fd());
-    let Some(uflags) = nonblocking(ufd) else {
+    let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
+    let Some(sflags) = nonblocking(sfd) else {
         w.put_pipe(pipe);
         return Spliced::Unsupported;
     };
-    let Some(cflags) = nonblocking(cfd) else {
-        restore(ufd, uflags);
+    let Some(dflags) = nonblocking(dfd) else {
+        restore(sfd, sflags);
         w.put_pipe(pipe);
         return Spliced::Unsupported;
     };
@@ -2114,18 +2138,19 @@ async fn splice_body(
         }
         if left > 0 && in_pipe < PIPE_SIZE {
             let want = (left as usize).min(PIPE_SIZE - in_pipe);
-            match splice(ufd, pw, want) {
-                Ok(0) => break Err((Fail::BadResponse, *b"SD")),
+            match splice(sfd, pw, want) {
+                Ok(0) => break Err(sides.src_end),
                 Ok(n) => {
                     left -= n as u64;
                     in_pipe += n;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // The source is empty (or the pipe full): wait only with nothing to pass on.
                     if in_pipe == 0 {
-                        match w.idle.bounded(server_t, up.readable(false)).await {
+                        match w.idle.bounded(src_t, src.readable(false)).await {
                             Ok(Ok(())) => continue,
-                            Ok(Err(_)) => break Err((Fail::BadResponse, *b"SD")),
-                            Err(_) => break Err((Fail::ServerTimeout, *b"sD")),
+                            Ok(Err(_)) => break Err(sides.src_end),
+                            Err(_) => break Err(sides.src_timeout),
                         }
                     }
                 }
@@ -2133,35 +2158,35 @@ async fn splice_body(
                 Err(e) => {
                     if moved == 0 && in_pipe == 0 && refused(&e) {
                         w.splice_ok.set(false);
-                        restore(ufd, uflags);
-                        restore(cfd, cflags);
+                        restore(sfd, sflags);
+                        restore(dfd, dflags);
                         w.put_pipe(pipe);
                         return Spliced::Unsupported;
                     }
-                    break Err((Fail::BadResponse, *b"SD"));
+                    break Err(sides.src_end);
                 }
             }
         }
         if in_pipe > 0 {
-            match splice(pr, cfd, in_pipe) {
-                Ok(0) => break Err((Fail::ClientAbort, *b"CD")),
+            match splice(pr, dfd, in_pipe) {
+                Ok(0) => break Err(sides.dst_fail),
                 Ok(m) => {
                     in_pipe -= m.min(in_pipe);
                     moved += m as u64;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    match w.idle.bounded(client_t, client.writable(false)).await {
+                    match w.idle.bounded(dst_t, dst.writable(false)).await {
                         Ok(Ok(())) => {}
-                        _ => break Err((Fail::ClientAbort, *b"CD")),
+                        _ => break Err(sides.dst_fail),
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break Err((Fail::ClientAbort, *b"CD")),
+                Err(_) => break Err(sides.dst_fail),
             }
         }
     };
-    restore(ufd, uflags);
-    restore(cfd, cflags);
+    restore(sfd, sflags);
+    restore(dfd, dflags);
     match res {
         Ok(()) => {
             w.put_pipe(pipe);
@@ -2169,6 +2194,14 @@ async fn splice_body(
         }
         Err((f, t)) => Spliced::Failed(f, t, moved),
     }
+}
+
+/// Errors that mean splice itself is unavailable (a seccomp profile, an old kernel).
+fn refused(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
+    )
 }
 
 /// One non-blocking splice(2) of up to `len` bytes.
@@ -2215,14 +2248,6 @@ fn restore(fd: std::os::fd::RawFd, flags: libc::c_int) {
     }
 }
 
-/// Errors that mean splice itself is unavailable (a seccomp profile, an old kernel).
-fn refused(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
-    )
-}
-
 /// Streams the request body to the server, validating chunked framing and the limit.
 #[allow(clippy::too_many_arguments)]
 async fn send_body<S: ClientIo>(
@@ -2252,6 +2277,16 @@ async fn send_body<S: ClientIo>(
                 w.put_buf(b);
                 if r.is_err() {
                     return Err((Fail::BadResponse, *b"SD"));
+                }
+            }
+            if remaining > 2 * BUF_SIZE as u64 {
+                if let Some(client) = io.plain() {
+                    // A large upload on plain TCP: spliced, like large responses.
+                    match splice_body(w, client, up, remaining, client_t, server_t, &UPLOAD).await {
+                        Spliced::Done(_) => return Ok(()),
+                        Spliced::Failed(f, t, _) => return Err((f, t)),
+                        Spliced::Unsupported => {}
+                    }
                 }
             }
             let mut b = w.get_buf();

@@ -61,6 +61,8 @@ fn connect_timeout(driver: DriverChoice) {
     );
 }
 
+/// A client silent mid-body gets a 408 after timeout_client: a small body, and a large
+/// one (more than 32 KiB to come, which is spliced on plain TCP).
 fn client_timeout_mid_body(driver: DriverChoice) {
     let o = origins(1);
     let r = start(
@@ -69,18 +71,30 @@ fn client_timeout_mid_body(driver: DriverChoice) {
             .config(),
         driver,
     );
-    let mut s = TcpStream::connect(r.addr("web")).unwrap();
-    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
-        .unwrap();
-    let t0 = Instant::now();
-    let (raw, closed) = read_until_close(&mut s, Duration::from_secs(5));
-    let took = t0.elapsed();
-    assert!(closed, "the engine gives up on a client silent mid-body");
-    assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
-        "closed after {took:?}"
-    );
-    assert_eq!(status_of(&raw), 408, "{:?}", String::from_utf8_lossy(&raw));
+    for (len, sent) in [(100usize, 10usize), (1_000_000, 40_000)] {
+        let mut s = TcpStream::connect(r.addr("web")).unwrap();
+        let mut req = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n")
+            .into_bytes();
+        req.extend_from_slice(&tools::pattern(sent));
+        s.write_all(&req).unwrap();
+        let t0 = Instant::now();
+        let (raw, closed) = read_until_close(&mut s, Duration::from_secs(5));
+        let took = t0.elapsed();
+        assert!(
+            closed,
+            "{len}: the engine gives up on a client silent mid-body"
+        );
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "{len}: closed after {took:?}"
+        );
+        assert_eq!(
+            status_of(&raw),
+            408,
+            "{len}: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
 }
 
 fn client_stops_reading(driver: DriverChoice) {

@@ -81,19 +81,21 @@ fn process(ctx: &Ctx, c: &mut Conn) -> bool {
             if c.discard > 0 {
                 return true;
             }
-            if let Some(len) = c.upload_len.take() {
-                let body = format!("length={len}\n");
-                head(
-                    ctx,
-                    &mut c.wbuf,
-                    "200 OK",
-                    "text/plain",
-                    body.len(),
-                    c.upload_close,
-                );
-                c.wbuf.extend_from_slice(body.as_bytes());
-                c.close_after = c.upload_close;
-            }
+        }
+        // An upload read to its end (here, or by the read loop's discard without copying)
+        // is answered.
+        if let Some(len) = c.upload_len.take() {
+            let body = format!("length={len}\n");
+            head(
+                ctx,
+                &mut c.wbuf,
+                "200 OK",
+                "text/plain",
+                body.len(),
+                c.upload_close,
+            );
+            c.wbuf.extend_from_slice(body.as_bytes());
+            c.close_after = c.upload_close;
             continue;
         }
         let Some(end) = find_head_end(&c.rbuf) else {
