@@ -4,7 +4,8 @@
 //! - [`runtime`]: [`start`] binds every listener (SO_REUSEPORT, one per core and address),
 //!   spawns the pinned worker threads, each with its own monoio runtime, and returns a
 //!   [`Running`] handle (addresses, reload, graceful stop).
-//! - [`worker`]: one core's state: pools, buffers, counters, the periodic sweep.
+//! - [`worker`]: one core's state: pools, buffers, splice pipes, counters, the periodic
+//!   sweep.
 //! - [`proxy`]: the request path, by phases (read head, route, connect, send, relay, log).
 //! - [`http`]: sans-io HTTP/1.x heads and chunked coding.
 //! - [`balance`]: server selection, a pure function of a state snapshot.

@@ -4,6 +4,9 @@
 //! response head rewritten, the body streamed and re-framed where needed), **log** (once
 //! per request, failures included).
 //!
+//! Large Content-Length bodies between plain TCP sockets are spliced through a pipe of
+//! the core's ([`splice_body`]); the rest is copied through pooled buffers.
+//!
 //! The per-request work is a boxed future of its own, so that an idle connection's
 //! future stays small.
 
