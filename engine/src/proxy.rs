@@ -5,7 +5,7 @@
 //! per request, failures included).
 //!
 //! Large Content-Length bodies between plain TCP sockets are spliced through a pipe of
-//! the core's ([`splice_body`]); the rest is copied through pooled buffers.
+//! the core's (`splice_body`); the rest is copied through pooled buffers.
 //!
 //! The per-request work is a boxed future of its own, so that an idle connection's
 //! future stays small.
