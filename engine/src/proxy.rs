@@ -2123,12 +2123,9 @@ async fn splice_body(
         return Spliced::Unsupported;
     };
     let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
-    let Some(sflags) = nonblocking(sfd) else {
-        w.put_pipe(pipe);
-        return Spliced::Unsupported;
-    };
-    let Some(dflags) = nonblocking(dfd) else {
-        restore(sfd, sflags);
+    // The sockets get their flags back however this ends, a dropped future included.
+    let (Some(_src_flags), Some(_dst_flags)) = (Nonblocking::set(sfd), Nonblocking::set(dfd))
+    else {
         w.put_pipe(pipe);
         return Spliced::Unsupported;
     };
@@ -2161,8 +2158,6 @@ async fn splice_body(
                 Err(e) => {
                     if moved == 0 && in_pipe == 0 && refused(&e) {
                         w.splice_ok.set(false);
-                        restore(sfd, sflags);
-                        restore(dfd, dflags);
                         w.put_pipe(pipe);
                         return Spliced::Unsupported;
                     }
@@ -2188,8 +2183,6 @@ async fn splice_body(
             }
         }
     };
-    restore(sfd, sflags);
-    restore(dfd, dflags);
     match res {
         Ok(()) => {
             w.put_pipe(pipe);
@@ -2227,27 +2220,40 @@ fn splice(from: std::os::fd::RawFd, to: std::os::fd::RawFd, len: usize) -> std::
     }
 }
 
-/// Makes `fd` non-blocking; returns its previous flags.
-fn nonblocking(fd: std::os::fd::RawFd) -> Option<libc::c_int> {
-    // SAFETY: fcntl on a descriptor the caller owns.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return None;
-    }
-    if flags & libc::O_NONBLOCK == 0 {
+/// A socket made non-blocking for a splice; its flags come back when this is dropped.
+struct Nonblocking {
+    fd: std::os::fd::RawFd,
+    /// The flags before, when O_NONBLOCK had to be added.
+    restore: Option<libc::c_int>,
+}
+
+impl Nonblocking {
+    fn set(fd: std::os::fd::RawFd) -> Option<Nonblocking> {
+        // SAFETY: fcntl on a descriptor the caller owns.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return None;
+        }
+        if flags & libc::O_NONBLOCK != 0 {
+            return Some(Nonblocking { fd, restore: None });
+        }
         // SAFETY: as above.
         if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
             return None;
         }
+        Some(Nonblocking {
+            fd,
+            restore: Some(flags),
+        })
     }
-    Some(flags)
 }
 
-/// Gives `fd` back the flags [`nonblocking`] returned.
-fn restore(fd: std::os::fd::RawFd, flags: libc::c_int) {
-    if flags & libc::O_NONBLOCK == 0 {
-        // SAFETY: fcntl on a descriptor the caller owns.
-        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+impl Drop for Nonblocking {
+    fn drop(&mut self) {
+        if let Some(flags) = self.restore {
+            // SAFETY: the descriptor outlives this guard (it borrows from a live stream).
+            unsafe { libc::fcntl(self.fd, libc::F_SETFL, flags) };
+        }
     }
 }
 
