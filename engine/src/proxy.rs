@@ -36,6 +36,9 @@ use crate::worker::{Worker, BUF_SIZE, HOLD_TICKS, PIPE_SIZE};
 
 /// The read size for large bodies.
 const LARGE_BUF: usize = 64 * 1024;
+/// A Content-Length body with more than this still to come is large: spliced on plain
+/// TCP, else moved in `LARGE_BUF` reads and writes.
+const LARGE_BODY: u64 = 2 * BUF_SIZE as u64;
 
 /// What the client connection does after an exchange.
 enum Next {
@@ -1945,35 +1948,24 @@ async fn relay_body<S: ClientIo>(
     server_t: Duration,
 ) -> Result<(u64, bool), (Fail, [u8; 2], u64)> {
     let mut total = 0u64;
-    let mut ob = w.get_buf();
     sb.clear();
-    // A large body (more than 32 KiB still to come, Content-Length framed) is spliced
-    // from the server to a plain TCP client; under TLS, or where splice is refused, it
-    // moves in 64 KiB reads and writes, a quarter of the system calls, with a buffer that
-    // lives only while the body does (not pooled).
-    let large = match server_framing {
-        BodyLen::Length(n) => n - sent > 2 * BUF_SIZE as u64,
-        _ => false,
-    };
-    if large {
-        if let (BodyLen::Length(n), Some(client)) = (server_framing, io.plain()) {
-            // Plain TCP on both sides: the body moves through a pipe, not user space.
-            match splice_body(w, up, client, n - sent, server_t, client_t, &RESPONSE).await {
-                Spliced::Done(moved) => {
+    // A large body is spliced from the server to a plain TCP client; under TLS, or where
+    // splice is refused, it moves in 64 KiB reads and writes, a quarter of the system
+    // calls, with a buffer that lives only while the body does (not pooled).
+    if let BodyLen::Length(n) = server_framing {
+        if n - sent > LARGE_BODY {
+            if let Some(client) = io.plain() {
+                let spliced =
+                    splice_body(w, up, client, n - sent, server_t, client_t, &RESPONSE).await;
+                if let Some(r) = spliced {
                     w.put_buf(sb);
-                    w.put_buf(ob);
-                    return Ok((moved, true));
+                    return r.map(|moved| (moved, true));
                 }
-                Spliced::Failed(f, t, moved) => {
-                    w.put_buf(sb);
-                    w.put_buf(ob);
-                    return Err((f, t, moved));
-                }
-                Spliced::Unsupported => {}
             }
+            w.put_buf(std::mem::replace(&mut sb, Vec::with_capacity(LARGE_BUF)));
         }
-        w.put_buf(std::mem::replace(&mut sb, Vec::with_capacity(LARGE_BUF)));
     }
+    let mut ob = w.get_buf();
     let result = loop {
         // Read from the server.
         let want = match server_framing {
@@ -2071,13 +2063,6 @@ async fn relay_body<S: ClientIo>(
     result.map(|c| (total, c)).map_err(|(f, t)| (f, t, total))
 }
 
-enum Spliced {
-    Done(u64),
-    Failed(Fail, [u8; 2], u64),
-    /// Splicing is refused here (nothing was moved): copy instead.
-    Unsupported,
-}
-
 /// How each side's failure is named in a splice: the source ended early or failed, the
 /// source timed out, the destination failed or timed out.
 struct SpliceSides {
@@ -2105,6 +2090,9 @@ const UPLOAD: SpliceSides = SpliceSides {
 /// space. Non-blocking splice(2) calls, and a readiness wait (a poll on the ring) only
 /// when one would block; the sockets are non-blocking meanwhile and get their flags back
 /// after. A pipe that may still hold bytes afterwards is dropped, not pooled.
+///
+/// Returns the bytes moved, or the failure with the bytes moved before it; `None` when
+/// splicing is unavailable here and nothing was moved (the caller copies instead).
 #[allow(clippy::too_many_arguments)]
 async fn splice_body(
     w: &Worker,
@@ -2114,20 +2102,18 @@ async fn splice_body(
     src_t: Duration,
     dst_t: Duration,
     sides: &SpliceSides,
-) -> Spliced {
+) -> Option<Result<u64, (Fail, [u8; 2], u64)>> {
     use std::os::fd::AsRawFd;
     if !w.splice_ok.get() {
-        return Spliced::Unsupported;
+        return None;
     }
-    let Some(pipe) = w.get_pipe() else {
-        return Spliced::Unsupported;
-    };
+    let pipe = w.get_pipe()?;
     let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
     // The sockets get their flags back however this ends, a dropped future included.
     let (Some(_src_flags), Some(_dst_flags)) = (Nonblocking::set(sfd), Nonblocking::set(dfd))
     else {
         w.put_pipe(pipe);
-        return Spliced::Unsupported;
+        return None;
     };
     let (pr, pw) = (pipe.r.as_raw_fd(), pipe.w.as_raw_fd());
     let mut moved = 0u64;
@@ -2159,7 +2145,7 @@ async fn splice_body(
                     if moved == 0 && in_pipe == 0 && refused(&e) {
                         w.splice_ok.set(false);
                         w.put_pipe(pipe);
-                        return Spliced::Unsupported;
+                        return None;
                     }
                     break Err(sides.src_end);
                 }
@@ -2183,13 +2169,10 @@ async fn splice_body(
             }
         }
     };
-    match res {
-        Ok(()) => {
-            w.put_pipe(pipe);
-            Spliced::Done(moved)
-        }
-        Err((f, t)) => Spliced::Failed(f, t, moved),
+    if res.is_ok() {
+        w.put_pipe(pipe);
     }
+    Some(res.map(|()| moved).map_err(|(f, t)| (f, t, moved)))
 }
 
 /// Errors that mean splice itself is unavailable (a seccomp profile, an old kernel).
@@ -2288,13 +2271,13 @@ async fn send_body<S: ClientIo>(
                     return Err((Fail::BadResponse, *b"SD"));
                 }
             }
-            if remaining > 2 * BUF_SIZE as u64 {
+            if remaining > LARGE_BODY {
                 if let Some(client) = io.plain() {
                     // A large upload on plain TCP: spliced, like large responses.
-                    match splice_body(w, client, up, remaining, client_t, server_t, &UPLOAD).await {
-                        Spliced::Done(_) => return Ok(()),
-                        Spliced::Failed(f, t, _) => return Err((f, t)),
-                        Spliced::Unsupported => {}
+                    let spliced =
+                        splice_body(w, client, up, remaining, client_t, server_t, &UPLOAD).await;
+                    if let Some(r) = spliced {
+                        return r.map(|_| ()).map_err(|(f, t, _)| (f, t));
                     }
                 }
             }
