@@ -265,7 +265,7 @@ fn example(header: &str, lead: Option<&str>, key: &str) -> Option<&'static str> 
         "max_target_bytes" => "max_target_bytes = 8192",
         "max_headers" => "max_headers = 100",
         "max_body_bytes" => "max_body_bytes = 1073741824   # 0: no limit",
-        "pool_max_idle_per_server" => "pool_max_idle_per_server = 64",
+        "pool_max_idle_per_server" => "pool_max_idle_per_server = 1000   # 0: no pooling",
         "pool_idle_timeout" => "pool_idle_timeout = \"30s\"",
         "timeout_connect" => "timeout_connect = \"5s\"",
         "timeout_client" => "timeout_client = \"50s\"",

@@ -39,7 +39,10 @@ pub struct Limits {
     pub max_headers: usize,
     /// Request body, bytes; 0 means no limit. Past it: 413. Default 1 GiB.
     pub max_body_bytes: u64,
-    /// Idle pooled server connections kept per core and per server. Default 64.
+    /// Idle pooled server connections kept per core and per server; 0 disables pooling.
+    /// Default: the global `maxconn`, which no core's requests in flight to one server can
+    /// pass, so a peak never closes a connection only to reconnect it for the next request;
+    /// the ones a peak leaves unused close after `pool_idle_timeout`.
     pub pool_max_idle_per_server: usize,
     /// How long an idle pooled server connection is kept. Default 30s.
     pub pool_idle_timeout: Duration,
@@ -52,7 +55,8 @@ impl Default for Limits {
             max_target_bytes: 8192,
             max_headers: 100,
             max_body_bytes: 1 << 30,
-            pool_max_idle_per_server: 64,
+            // the default maxconn's; `validate` sets the configured maxconn's
+            pool_max_idle_per_server: 20000,
             pool_idle_timeout: Duration::from_secs(30),
         }
     }

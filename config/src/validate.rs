@@ -480,7 +480,14 @@ fn check_name(
 
 pub(crate) fn validate(raw: RawConfig, cx: &mut Ctx, source: &Path) -> Config {
     let global = validate_global(raw.global.as_ref().map(|g| g.get_ref()), cx);
-    let limits = validate_limits(raw.limits.as_ref().map(|l| l.get_ref()), cx);
+    let mut limits = validate_limits(raw.limits.as_ref().map(|l| l.get_ref()), cx);
+    if raw
+        .limits
+        .as_ref()
+        .is_none_or(|l| l.get_ref().pool_max_idle_per_server.is_none())
+    {
+        limits.pool_max_idle_per_server = global.maxconn as usize;
+    }
     let defaults = match &raw.defaults {
         Some(d) => cx.timeouts(d.get_ref(), &Timeouts::default(), "defaults"),
         None => Timeouts::default(),
@@ -774,8 +781,8 @@ fn validate_limits(l: Option<&RawLimits>, cx: &mut Ctx) -> Limits {
             p,
             "pool_max_idle_per_server",
             0,
-            100_000,
-            "write pool_max_idle_per_server = 64 (0 disables pooling)",
+            i64::from(u32::MAX),
+            "write pool_max_idle_per_server = 1000, or leave it out to keep as many as maxconn (0 disables pooling)",
         ) {
             out.pool_max_idle_per_server = n as usize;
         }

@@ -343,6 +343,26 @@ tls = {{ certs = ["/work/shared/spec/certs/moodle.pem"] }}
 }
 
 #[test]
+fn pool_cap_follows_maxconn_unless_set() {
+    // Left out: as many idle server connections as maxconn allows in flight, so a peak
+    // never closes pooled connections that the next requests need.
+    let c = ok(&format!("[global]\nmaxconn = 3000\n{BASE}")).config;
+    assert_eq!(c.limits.pool_max_idle_per_server, 3000);
+    assert_eq!(ok(BASE).config.limits.pool_max_idle_per_server, 20000);
+    // Set: the operator's number, 0 included (no pooling).
+    for n in [0, 16, 100_000] {
+        let text =
+            format!("[global]\nmaxconn = 3000\n[limits]\npool_max_idle_per_server = {n}\n{BASE}");
+        assert_eq!(ok(&text).config.limits.pool_max_idle_per_server, n);
+    }
+    expect_error(
+        &format!("[limits]\npool_max_idle_per_server = -1   # <<\n{BASE}"),
+        "pool_max_idle_per_server",
+        "at least 0",
+    );
+}
+
+#[test]
 fn default_check_interval_and_no_backend_cookie() {
     let l = ok(&format!("{BASE}\n[backend.check]\nhost = \"h\"\n"));
     let ch = l.config.backends[0].check.clone().unwrap();

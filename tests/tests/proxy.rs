@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Barrier;
 use std::time::Duration;
 
 use engine_tests::*;
@@ -22,6 +23,7 @@ both_drivers!(
     hop_by_hop_response_headers,
     websocket_tunnel,
     pooled_connection_closed_by_server,
+    pool_survives_a_peak,
 );
 
 const TEN_MIB: usize = 10 * 1024 * 1024;
@@ -497,4 +499,39 @@ fn pooled_connection_closed_by_server(driver: DriverChoice) {
             "round {round}: POST on a closed pooled connection"
         );
     }
+}
+
+/// The exam-start peak: 200 students at once on keep-alive connections, all in flight
+/// together (each request waits 100 ms at the server), four times over. After the first
+/// peak every server connection goes back to its core's pool and is used again: the
+/// engine never opens more server connections than requests in flight at once. (With a
+/// small pool cap, each peak closed the connections past the cap and the next one
+/// reconnected them: a connect and a TIME_WAIT per request past the cap.)
+fn pool_survives_a_peak(driver: DriverChoice) {
+    const CLIENTS: usize = 200;
+    const ROUNDS: usize = 4;
+    let o = origins(1);
+    let r = start(Web::new(&[&o[0]]).config(), driver);
+    let go = Barrier::new(CLIENTS);
+    std::thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                let mut c = conn(&r);
+                for round in 0..ROUNDS {
+                    go.wait();
+                    let resp = c
+                        .request("GET", "/slow?ms=100", &[], b"")
+                        .expect("request at the peak");
+                    assert_eq!(resp.status, 200, "round {round}");
+                }
+            });
+        }
+    });
+    assert_eq!(o[0].requests(), (CLIENTS * ROUNDS) as u64);
+    assert!(
+        o[0].connections() <= CLIENTS as u64,
+        "{} server connections for {} clients: pooled connections were closed after a peak",
+        o[0].connections(),
+        CLIENTS
+    );
 }
