@@ -26,10 +26,68 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const HOLD_TICKS: u64 = 2;
 /// Size of the buffers in the per-core pool.
 pub const BUF_SIZE: usize = 16 * 1024;
-/// Kept small: at 10,000 idle connections every pooled buffer counts.
-const MAX_POOLED_BUFS: usize = 16;
+/// Buffers a core keeps however quiet it is: at 10,000 idle connections every pooled
+/// buffer counts.
+const MIN_POOLED_BUFS: usize = 16;
+/// Buffers a core may keep during a burst (8 MiB). Each sweep frees those that no request
+/// took since the sweep before, down to [`MIN_POOLED_BUFS`].
+const MAX_POOLED_BUFS: usize = 512;
 /// Empty pipes a core keeps for splicing large bodies.
 const MAX_POOLED_PIPES: usize = 8;
+
+/// A core's spare [`BUF_SIZE`] buffers, most recently returned first. It grows to what a
+/// burst needs (up to [`MAX_POOLED_BUFS`]) and each sweep frees the ones no request took
+/// since the sweep before, down to [`MIN_POOLED_BUFS`].
+#[derive(Default)]
+pub struct BufPool {
+    bufs: Vec<Vec<u8>>,
+    /// The fewest buffers held since the last sweep: that many went unused.
+    low: usize,
+}
+
+impl BufPool {
+    /// A pooled buffer (empty, with [`BUF_SIZE`] capacity), or a new one.
+    pub fn get(&mut self) -> Vec<u8> {
+        match self.bufs.pop() {
+            Some(b) => {
+                self.low = self.low.min(self.bufs.len());
+                b
+            }
+            None => {
+                self.low = 0;
+                Vec::with_capacity(BUF_SIZE)
+            }
+        }
+    }
+
+    /// Keeps `b` for reuse; false when it was dropped (not a pool buffer, or the pool full).
+    pub fn put(&mut self, mut b: Vec<u8>) -> bool {
+        if b.capacity() != BUF_SIZE || self.bufs.len() >= MAX_POOLED_BUFS {
+            return false;
+        }
+        b.clear();
+        self.bufs.push(b);
+        true
+    }
+
+    /// The sweep's part: frees the buffers that stayed unused since the last call (keeping
+    /// [`MIN_POOLED_BUFS`]); returns how many it freed.
+    pub fn trim(&mut self) -> usize {
+        let len = self.bufs.len();
+        let keep = (len - self.low.min(len)).max(MIN_POOLED_BUFS.min(len));
+        self.bufs.truncate(keep);
+        self.low = keep;
+        len - keep
+    }
+
+    pub fn len(&self) -> usize {
+        self.bufs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+}
 
 /// A non-blocking pipe for moving large bodies with splice(2).
 pub struct Pipe {
@@ -129,7 +187,7 @@ pub struct Worker {
     pub states: RefCell<Rc<Arc<States>>>,
     updates: Receiver<Update>,
     pub pools: RefCell<Vec<Vec<Pooled>>>,
-    bufs: RefCell<Vec<Vec<u8>>>,
+    bufs: RefCell<BufPool>,
     /// Empty pipes for splicing large bodies (read end, write end).
     pipes: RefCell<Vec<Pipe>>,
     /// False once splice was refused on this core: large bodies are copied instead.
@@ -179,7 +237,7 @@ impl Worker {
             states: RefCell::new(Rc::new(states)),
             updates,
             pools: RefCell::new(Vec::new()),
-            bufs: RefCell::new(Vec::new()),
+            bufs: RefCell::new(BufPool::default()),
             pipes: RefCell::new(Vec::new()),
             splice_ok: Cell::new(true),
             idle: IdleSet::new(),
@@ -262,10 +320,7 @@ impl Worker {
     }
 
     pub fn get_buf(&self) -> Vec<u8> {
-        self.bufs
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+        self.bufs.borrow_mut().get()
     }
 
     /// An empty pipe for splicing, from the core's pool or new.
@@ -284,16 +339,8 @@ impl Worker {
         }
     }
 
-    pub fn put_buf(&self, mut b: Vec<u8>) {
-        if b.capacity() == BUF_SIZE {
-            let mut bufs = self.bufs.borrow_mut();
-            if bufs.len() < MAX_POOLED_BUFS {
-                b.clear();
-                bufs.push(b);
-                return;
-            }
-        }
-        if b.capacity() > 0 {
+    pub fn put_buf(&self, b: Vec<u8>) {
+        if b.capacity() > 0 && !self.bufs.borrow_mut().put(b) {
             self.freed.set(self.freed.get() + 1);
         }
     }
@@ -392,6 +439,8 @@ impl Worker {
             self.pools.borrow_mut().iter_mut().for_each(|p| p.clear());
         }
         self.idle.tick(stopping);
+        let trimmed = self.bufs.borrow_mut().trim();
+        self.freed.set(self.freed.get() + trimmed as u64);
         let timeout = self.snap.borrow().cfg.limits.pool_idle_timeout;
         let now = Instant::now();
         for p in self.pools.borrow_mut().iter_mut() {
@@ -520,4 +569,55 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
 pub fn peer_of(s: &TcpStream) -> SocketAddr {
     s.peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buf_pool_grows_for_a_burst_and_shrinks_after_it() {
+        let mut p = BufPool::default();
+        // A burst: 200 requests hold a buffer each, then give them back.
+        let held: Vec<_> = (0..200).map(|_| p.get()).collect();
+        assert!(held
+            .iter()
+            .all(|b| b.is_empty() && b.capacity() == BUF_SIZE));
+        for b in held {
+            assert!(p.put(b));
+        }
+        assert_eq!(p.len(), 200);
+        assert_eq!(p.trim(), 0, "the sweep right after the burst keeps them");
+        // The burst goes on with 150 at once at most: the 50 that no request took in a
+        // sweep period are freed, then the pool holds what the load needs.
+        for expect in [50, 0, 0] {
+            let held: Vec<_> = (0..150).map(|_| p.get()).collect();
+            held.into_iter().for_each(|b| assert!(p.put(b)));
+            assert_eq!(p.trim(), expect);
+            assert_eq!(p.len(), 150);
+        }
+        // Quiet: one period with nothing taken frees all but the floor.
+        assert_eq!(p.trim(), 150 - MIN_POOLED_BUFS);
+        assert_eq!(p.len(), MIN_POOLED_BUFS);
+        assert_eq!(p.trim(), 0, "the floor stays");
+        // Emptied during a period: nothing was spare.
+        let held: Vec<_> = (0..MIN_POOLED_BUFS + 5).map(|_| p.get()).collect();
+        held.into_iter().for_each(|b| assert!(p.put(b)));
+        assert_eq!(p.trim(), 0);
+    }
+
+    #[test]
+    fn buf_pool_refuses_foreign_buffers_and_stops_at_its_cap() {
+        let mut p = BufPool::default();
+        assert!(!p.put(Vec::with_capacity(64 * 1024)), "a large-body buffer");
+        let mut used = p.get();
+        used.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        assert!(p.put(used));
+        assert!(p.get().is_empty(), "pooled buffers come back cleared");
+        for _ in 0..MAX_POOLED_BUFS {
+            assert!(p.put(Vec::with_capacity(BUF_SIZE)));
+        }
+        assert!(!p.put(Vec::with_capacity(BUF_SIZE)), "full");
+        assert_eq!(p.len(), MAX_POOLED_BUFS);
+    }
 }
