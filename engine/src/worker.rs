@@ -32,60 +32,64 @@ const MIN_POOLED_BUFS: usize = 16;
 /// Buffers a core may keep during a burst (8 MiB). Each sweep frees those that no request
 /// took since the sweep before, down to [`MIN_POOLED_BUFS`].
 const MAX_POOLED_BUFS: usize = 512;
-/// Empty pipes a core keeps for splicing large bodies.
-const MAX_POOLED_PIPES: usize = 8;
+/// Empty pipes a core keeps for splicing large bodies however quiet it is, and at most
+/// during a burst (two descriptors each).
+const MIN_POOLED_PIPES: usize = 8;
+const MAX_POOLED_PIPES: usize = 64;
 
-/// A core's spare [`BUF_SIZE`] buffers, most recently returned first. It grows to what a
-/// burst needs (up to [`MAX_POOLED_BUFS`]) and each sweep frees the ones no request took
-/// since the sweep before, down to [`MIN_POOLED_BUFS`].
-#[derive(Default)]
-pub struct BufPool {
-    bufs: Vec<Vec<u8>>,
-    /// The fewest buffers held since the last sweep: that many went unused.
+/// A core's spare buffers or pipes, most recently returned first. It grows to what a
+/// burst needs (up to `max`) and each sweep frees the ones nothing took since the sweep
+/// before, down to `min`.
+pub struct Spares<T> {
+    items: Vec<T>,
+    /// The fewest held since the last sweep: that many went unused.
     low: usize,
+    min: usize,
+    max: usize,
 }
 
-impl BufPool {
-    /// A pooled buffer (empty, with [`BUF_SIZE`] capacity), or a new one.
-    pub fn get(&mut self) -> Vec<u8> {
-        match self.bufs.pop() {
-            Some(b) => {
-                self.low = self.low.min(self.bufs.len());
-                b
-            }
-            None => {
-                self.low = 0;
-                Vec::with_capacity(BUF_SIZE)
-            }
+impl<T> Spares<T> {
+    pub const fn new(min: usize, max: usize) -> Self {
+        Spares {
+            items: Vec::new(),
+            low: 0,
+            min,
+            max,
         }
     }
 
-    /// Keeps `b` for reuse; false when it was dropped (not a pool buffer, or the pool full).
-    pub fn put(&mut self, mut b: Vec<u8>) -> bool {
-        if b.capacity() != BUF_SIZE || self.bufs.len() >= MAX_POOLED_BUFS {
+    /// The most recently returned one, if any.
+    pub fn take(&mut self) -> Option<T> {
+        let t = self.items.pop();
+        self.low = self.low.min(self.items.len());
+        t
+    }
+
+    /// Keeps `t` for reuse; false when it was dropped (the pool is full).
+    pub fn put(&mut self, t: T) -> bool {
+        if self.items.len() >= self.max {
             return false;
         }
-        b.clear();
-        self.bufs.push(b);
+        self.items.push(t);
         true
     }
 
-    /// The sweep's part: frees the buffers that stayed unused since the last call (keeping
-    /// [`MIN_POOLED_BUFS`]); returns how many it freed.
+    /// The sweep's part: frees those that stayed unused since the last call (keeping
+    /// `min`); returns how many it freed.
     pub fn trim(&mut self) -> usize {
-        let len = self.bufs.len();
-        let keep = (len - self.low.min(len)).max(MIN_POOLED_BUFS.min(len));
-        self.bufs.truncate(keep);
+        let len = self.items.len();
+        let keep = (len - self.low.min(len)).max(self.min.min(len));
+        self.items.truncate(keep);
         self.low = keep;
         len - keep
     }
 
     pub fn len(&self) -> usize {
-        self.bufs.len()
+        self.items.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bufs.is_empty()
+        self.items.is_empty()
     }
 }
 
@@ -187,9 +191,9 @@ pub struct Worker {
     pub states: RefCell<Rc<Arc<States>>>,
     updates: Receiver<Update>,
     pub pools: RefCell<Vec<Vec<Pooled>>>,
-    bufs: RefCell<BufPool>,
+    bufs: RefCell<Spares<Vec<u8>>>,
     /// Empty pipes for splicing large bodies (read end, write end).
-    pipes: RefCell<Vec<Pipe>>,
+    pipes: RefCell<Spares<Pipe>>,
     /// False once splice was refused on this core: large bodies are copied instead.
     pub splice_ok: Cell<bool>,
     pub idle: IdleSet,
@@ -237,8 +241,8 @@ impl Worker {
             states: RefCell::new(Rc::new(states)),
             updates,
             pools: RefCell::new(Vec::new()),
-            bufs: RefCell::new(BufPool::default()),
-            pipes: RefCell::new(Vec::new()),
+            bufs: RefCell::new(Spares::new(MIN_POOLED_BUFS, MAX_POOLED_BUFS)),
+            pipes: RefCell::new(Spares::new(MIN_POOLED_PIPES, MAX_POOLED_PIPES)),
             splice_ok: Cell::new(true),
             idle: IdleSet::new(),
             log: RefCell::new(log),
@@ -319,13 +323,17 @@ impl Worker {
         self.snap.borrow().clone()
     }
 
+    /// An empty buffer of [`BUF_SIZE`] capacity, from the core's pool or new.
     pub fn get_buf(&self) -> Vec<u8> {
-        self.bufs.borrow_mut().get()
+        self.bufs
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
     }
 
     /// An empty pipe for splicing, from the core's pool or new.
     pub fn get_pipe(&self) -> Option<Pipe> {
-        if let Some(p) = self.pipes.borrow_mut().pop() {
+        if let Some(p) = self.pipes.borrow_mut().take() {
             return Some(p);
         }
         Pipe::new().ok()
@@ -333,14 +341,17 @@ impl Worker {
 
     /// Returns a pipe that is known to be empty; one that may hold bytes is dropped.
     pub fn put_pipe(&self, p: Pipe) {
-        let mut pipes = self.pipes.borrow_mut();
-        if pipes.len() < MAX_POOLED_PIPES {
-            pipes.push(p);
-        }
+        self.pipes.borrow_mut().put(p);
     }
 
-    pub fn put_buf(&self, b: Vec<u8>) {
-        if b.capacity() > 0 && !self.bufs.borrow_mut().put(b) {
+    /// Gives a buffer back: kept if it is one of the pool's size and the pool has room.
+    pub fn put_buf(&self, mut b: Vec<u8>) {
+        let had_memory = b.capacity() > 0;
+        let kept = b.capacity() == BUF_SIZE && {
+            b.clear();
+            self.bufs.borrow_mut().put(b)
+        };
+        if !kept && had_memory {
             self.freed.set(self.freed.get() + 1);
         }
     }
@@ -441,6 +452,7 @@ impl Worker {
         self.idle.tick(stopping);
         let trimmed = self.bufs.borrow_mut().trim();
         self.freed.set(self.freed.get() + trimmed as u64);
+        self.pipes.borrow_mut().trim();
         let timeout = self.snap.borrow().cfg.limits.pool_idle_timeout;
         let now = Instant::now();
         for p in self.pools.borrow_mut().iter_mut() {
@@ -575,23 +587,24 @@ pub fn peer_of(s: &TcpStream) -> SocketAddr {
 mod tests {
     use super::*;
 
+    fn buf() -> Vec<u8> {
+        Vec::with_capacity(BUF_SIZE)
+    }
+
     #[test]
-    fn buf_pool_grows_for_a_burst_and_shrinks_after_it() {
-        let mut p = BufPool::default();
+    fn spares_grow_for_a_burst_and_shrink_after_it() {
+        let mut p = Spares::new(MIN_POOLED_BUFS, MAX_POOLED_BUFS);
         // A burst: 200 requests hold a buffer each, then give them back.
-        let held: Vec<_> = (0..200).map(|_| p.get()).collect();
-        assert!(held
-            .iter()
-            .all(|b| b.is_empty() && b.capacity() == BUF_SIZE));
+        let held: Vec<_> = (0..200).map(|_| p.take().unwrap_or_else(buf)).collect();
         for b in held {
             assert!(p.put(b));
         }
         assert_eq!(p.len(), 200);
         assert_eq!(p.trim(), 0, "the sweep right after the burst keeps them");
-        // The burst goes on with 150 at once at most: the 50 that no request took in a
+        // The burst goes on with 150 at once at most: the 50 that nothing took in a
         // sweep period are freed, then the pool holds what the load needs.
         for expect in [50, 0, 0] {
-            let held: Vec<_> = (0..150).map(|_| p.get()).collect();
+            let held: Vec<_> = (0..150).map(|_| p.take().expect("pooled")).collect();
             held.into_iter().for_each(|b| assert!(p.put(b)));
             assert_eq!(p.trim(), expect);
             assert_eq!(p.len(), 150);
@@ -601,23 +614,22 @@ mod tests {
         assert_eq!(p.len(), MIN_POOLED_BUFS);
         assert_eq!(p.trim(), 0, "the floor stays");
         // Emptied during a period: nothing was spare.
-        let held: Vec<_> = (0..MIN_POOLED_BUFS + 5).map(|_| p.get()).collect();
+        let held: Vec<_> = (0..MIN_POOLED_BUFS + 5)
+            .map(|_| p.take().unwrap_or_else(buf))
+            .collect();
         held.into_iter().for_each(|b| assert!(p.put(b)));
         assert_eq!(p.trim(), 0);
+        assert_eq!(p.len(), MIN_POOLED_BUFS + 5);
     }
 
     #[test]
-    fn buf_pool_refuses_foreign_buffers_and_stops_at_its_cap() {
-        let mut p = BufPool::default();
-        assert!(!p.put(Vec::with_capacity(64 * 1024)), "a large-body buffer");
-        let mut used = p.get();
-        used.extend_from_slice(b"GET / HTTP/1.1\r\n");
-        assert!(p.put(used));
-        assert!(p.get().is_empty(), "pooled buffers come back cleared");
-        for _ in 0..MAX_POOLED_BUFS {
-            assert!(p.put(Vec::with_capacity(BUF_SIZE)));
+    fn spares_stop_at_their_cap() {
+        let mut p = Spares::new(1, 3);
+        assert!(p.take().is_none());
+        for i in 0..3 {
+            assert!(p.put(i));
         }
-        assert!(!p.put(Vec::with_capacity(BUF_SIZE)), "full");
-        assert_eq!(p.len(), MAX_POOLED_BUFS);
+        assert!(!p.put(3), "full");
+        assert_eq!(p.take(), Some(2), "most recently returned first");
     }
 }
