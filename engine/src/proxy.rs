@@ -1096,6 +1096,20 @@ async fn exchange<S: ClientIo>(
             .await
             {
                 Ok((s, reused)) => break (s, sid, reused),
+                Err(e) if local_shortage(&e) => {
+                    // Out of descriptors, memory or source ports here: not the server's
+                    // fault, so it is not blamed (no failure, no avoid, no passive check),
+                    // and no other server would do better.
+                    release(snap, sid);
+                    tracing::warn!(core = w.id, server = %snap.servers[sid].name, "cannot connect: {e}");
+                    w.put_buf(out);
+                    let resp = be.response_503();
+                    cx.rec.bytes = resp.len() as u64;
+                    let _ = write_vec(w, io, resp, t.client).await;
+                    cx.rec.tc = t_connect.elapsed().as_millis() as i64;
+                    cx.log(503, b"RC", started);
+                    return Next::Close;
+                }
                 Err(e) => {
                     release(snap, sid);
                     tracing::debug!(server = %snap.servers[sid].name, "connect failed: {e}");
@@ -1127,6 +1141,8 @@ async fn exchange<S: ClientIo>(
                 }
             }
         };
+        // Counted against the core's descriptor budget until this attempt is over.
+        let _busy = w.upstream_busy();
         let connected = Instant::now();
         cx.rec.tc = connected.duration_since(t_connect).as_millis() as i64;
         if !head_done {
@@ -1529,14 +1545,28 @@ async fn connect(
         }
     }
     let addr = snap.servers[sid].addr;
-    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok((s, false))
+    let mut freed = false;
+    loop {
+        match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok((s, false));
+            }
+            // Out of descriptors: the idle pooled connections go first, then one more try.
+            Ok(Err(e)) if !freed && w.out_of_descriptors(&e) > 0 => freed = true,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
         }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
     }
+}
+
+/// A connect that failed for want of something here (descriptors, memory, source
+/// ports), not because of the server.
+fn local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// Whether a pooled connection is still open (the server has not closed it): a

@@ -2,7 +2,9 @@
 //! and bind address (port 0 resolved once, then shared), spawns the named worker threads,
 //! each pinned to its core with its own monoio runtime (io_uring with SINGLE_ISSUER and
 //! DEFER_TASKRUN, falling back to a plain ring, then to epoll under `auto`), and waits
-//! until every core reports its driver.
+//! until every core reports its driver. Before that, [`fit_fd_limit`] raises
+//! RLIMIT_NOFILE to fit `maxconn`, or lowers the maxconn in force to what the limit has
+//! room for (and says so).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -169,9 +171,17 @@ impl Running {
                 "the frontends or their bind addresses changed: restart the engine for that".into(),
             ));
         }
+        let want = cfg.global.maxconn as usize;
+        if want > self.shared.fd_maxconn {
+            tracing::warn!(
+                "maxconn {want} is past what RLIMIT_NOFILE allows ({} client connections); \
+                 the engine holds at most those: raise the limit and restart",
+                self.shared.fd_maxconn
+            );
+        }
         self.shared
             .maxconn
-            .store(cfg.global.maxconn as usize, Ordering::Relaxed);
+            .store(want.min(self.shared.fd_maxconn), Ordering::Relaxed);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let snap = Arc::new(Snapshot::build(cfg, generation)?);
         if let Ok(mut c) = self.current.lock() {
@@ -237,6 +247,69 @@ fn bind_one(addr: SocketAddr) -> Result<std::net::TcpListener, EngineError> {
     Ok(s.into())
 }
 
+/// Descriptors kept aside for everything but connections: per core its listeners, ring
+/// and the splice pipes it keeps when quiet (eight, two descriptors each); health checks,
+/// the log, admin and stats. A splice past those that finds no descriptor copies instead.
+fn fd_reserve(cores: usize) -> u64 {
+    64 + cores as u64 * 32
+}
+
+/// What the descriptor limit leaves room for, after [`fit_fd_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdRoom {
+    /// RLIMIT_NOFILE's soft limit now.
+    pub limit: u64,
+    /// The limit that maxconn needs.
+    pub need: u64,
+    /// Client connections the limit allows (two descriptors each).
+    pub conns: usize,
+}
+
+/// Raises RLIMIT_NOFILE to fit `maxconn` client connections, two descriptors each: the
+/// client's and its server connection (idle pooled server connections get what the
+/// clients leave; see [`crate::worker::Worker::pool_put`]). The soft limit goes up to what
+/// is needed, within the hard limit, and past it where the process may raise that. The
+/// engine then holds no more client connections than [`FdRoom::conns`]; past it new
+/// connections wait in the kernel's queue, rather than failing with EMFILE at accept or,
+/// worse, at the connect to a server.
+pub fn fit_fd_limit(maxconn: usize, cores: usize) -> FdRoom {
+    let need = 2 * maxconn as u64 + fd_reserve(cores);
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on local structs.
+    let ok = unsafe {
+        let ok = libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0;
+        if ok && r.rlim_cur < need {
+            let both = libc::rlimit {
+                rlim_cur: need,
+                rlim_max: r.rlim_max.max(need),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &both) != 0 {
+                let soft = libc::rlimit {
+                    rlim_cur: need.min(r.rlim_max),
+                    rlim_max: r.rlim_max,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+            }
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        }
+        ok
+    };
+    let conns = if ok {
+        let n = (r.rlim_cur.saturating_sub(fd_reserve(cores)) / 2).max(1);
+        usize::try_from(n).unwrap_or(usize::MAX)
+    } else {
+        usize::MAX
+    };
+    FdRoom {
+        limit: r.rlim_cur,
+        need,
+        conns,
+    }
+}
+
 /// Starts the engine on `opts.cores` cores. Returns when every core runs.
 pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError> {
     let cores = opts.cores.max(1);
@@ -264,10 +337,25 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
     }
 
     let sink = Sink::open(&snap.cfg.log.access).map_err(EngineError::Log)?;
+    let want = snap.cfg.global.maxconn as usize;
+    let room = fit_fd_limit(want, cores);
+    if room.conns < want {
+        tracing::warn!(
+            "RLIMIT_NOFILE is {}: room for {} client connections at once, below maxconn \
+             {want}; past it new connections wait in the kernel's queue. Raise the limit \
+             (systemd: LimitNOFILE={}; a shell: ulimit -n {}) or lower maxconn",
+            room.limit,
+            room.conns,
+            room.need,
+            room.need
+        );
+    }
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         conns: AtomicUsize::new(0),
-        maxconn: AtomicUsize::new(snap.cfg.global.maxconn as usize),
+        maxconn: AtomicUsize::new(want.min(room.conns)),
+        fd_maxconn: room.conns,
+        fd_pressure: AtomicU64::new(0),
         started: Instant::now(),
         cores,
         driver: std::sync::OnceLock::new(),

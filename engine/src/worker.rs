@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,12 +165,28 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Client connections open, all cores together (global.maxconn).
     pub conns: AtomicUsize,
+    /// The configured maxconn, lowered to what RLIMIT_NOFILE allows.
     pub maxconn: AtomicUsize,
+    /// Client connections the descriptor limit allows, two descriptors each (see
+    /// [`crate::runtime::fit_fd_limit`]).
+    pub fd_maxconn: usize,
+    /// Bumped by a core that ran out of descriptors: every core then closes its idle
+    /// pooled server connections on its next sweep (they are only a cache).
+    pub fd_pressure: AtomicU64,
     pub started: Instant,
     pub cores: usize,
     pub driver: std::sync::OnceLock<DriverKind>,
     /// Signs the waiting room's turn cookies (random per process).
     pub turn_key: aws_lc_rs::hmac::Key,
+}
+
+/// A server connection in use, for the descriptor budget (see [`Worker::pool_put`]).
+pub struct Busy<'a>(&'a Cell<usize>);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 /// A pooled idle server connection.
@@ -194,6 +210,10 @@ pub struct Worker {
     bufs: RefCell<Spares<Vec<u8>>>,
     /// Empty pipes for splicing large bodies (read end, write end).
     pipes: RefCell<Spares<Pipe>>,
+    /// Server connections this core's requests are using now (see [`Busy`]).
+    busy: Cell<usize>,
+    /// The last [`Shared::fd_pressure`] this core acted on.
+    fd_pressure_seen: Cell<u64>,
     /// False once splice was refused on this core: large bodies are copied instead.
     pub splice_ok: Cell<bool>,
     pub idle: IdleSet,
@@ -234,6 +254,7 @@ impl Worker {
         driver: DriverKind,
         control: crossbeam_channel::Sender<ControlMsg>,
     ) -> Worker {
+        let pressure = shared.fd_pressure.load(Ordering::Relaxed);
         let w = Worker {
             id,
             shared,
@@ -243,6 +264,8 @@ impl Worker {
             pools: RefCell::new(Vec::new()),
             bufs: RefCell::new(Spares::new(MIN_POOLED_BUFS, MAX_POOLED_BUFS)),
             pipes: RefCell::new(Spares::new(MIN_POOLED_PIPES, MAX_POOLED_PIPES)),
+            busy: Cell::new(0),
+            fd_pressure_seen: Cell::new(pressure),
             splice_ok: Cell::new(true),
             idle: IdleSet::new(),
             log: RefCell::new(log),
@@ -420,6 +443,40 @@ impl Worker {
         }
     }
 
+    /// Counts a server connection in use until the guard is dropped.
+    pub fn upstream_busy(&self) -> Busy<'_> {
+        self.busy.set(self.busy.get() + 1);
+        Busy(&self.busy)
+    }
+
+    /// Closes every idle pooled server connection of this core; returns how many.
+    pub fn shed_pools(&self) -> usize {
+        let mut n = 0;
+        for p in self.pools.borrow_mut().iter_mut() {
+            n += p.len();
+            p.clear();
+        }
+        n
+    }
+
+    /// After an error: when it says the process is out of descriptors (EMFILE, ENFILE),
+    /// tells the other cores and frees this core's idle pooled connections. Returns how
+    /// many were freed (0: the error was something else, or there was nothing to free).
+    pub fn out_of_descriptors(&self, e: &std::io::Error) -> usize {
+        if !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+            return 0;
+        }
+        self.shared.fd_pressure.fetch_add(1, Ordering::Relaxed);
+        let n = self.shed_pools();
+        if n > 0 {
+            tracing::debug!(
+                core = self.id,
+                "out of descriptors: closed {n} idle server connections"
+            );
+        }
+        n
+    }
+
     /// Takes an idle connection to `server` from this core's pool.
     pub fn pool_take(&self, server: usize) -> Option<Pooled> {
         self.pools.borrow_mut().get_mut(server)?.pop()
@@ -431,6 +488,15 @@ impl Worker {
         }
         let max = self.snap.borrow().cfg.limits.pool_max_idle_per_server;
         let mut pools = self.pools.borrow_mut();
+        // The descriptor budget: this core's share is two per client connection it could
+        // hold. Its client connections and the server connections in use take theirs
+        // first; its idle pooled ones (all servers together) get what that leaves. With a
+        // limit that fits maxconn, this never binds.
+        let share = (self.shared.fd_maxconn / self.shared.cores).saturating_mul(2);
+        let spare = share.saturating_sub(self.conns.get() + self.busy.get());
+        if pools.iter().map(Vec::len).sum::<usize>() >= spare {
+            return;
+        }
         if let Some(p) = pools.get_mut(server) {
             if p.len() < max {
                 p.push(Pooled {
@@ -450,6 +516,11 @@ impl Worker {
             self.pools.borrow_mut().iter_mut().for_each(|p| p.clear());
         }
         self.idle.tick(stopping);
+        let pressure = self.shared.fd_pressure.load(Ordering::Relaxed);
+        if pressure != self.fd_pressure_seen.get() {
+            self.fd_pressure_seen.set(pressure);
+            self.shed_pools();
+        }
         let trimmed = self.bufs.borrow_mut().trim();
         self.freed.set(self.freed.get() + trimmed as u64);
         self.pipes.borrow_mut().trim();
@@ -570,7 +641,10 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
                 crate::proxy::spawn_accepted(w.clone(), fe, stream, peer);
             }
             Err(e) => {
-                // EMFILE and friends: back off briefly rather than spin.
+                if w.out_of_descriptors(&e) > 0 {
+                    continue;
+                }
+                // Nothing to free here: back off briefly rather than spin.
                 tracing::warn!(core = w.id, "accept failed: {e}");
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -194,6 +194,106 @@ fn binary_auto_driver_and_one_core() {
     assert_eq!(st.code(), Some(0), "SIGINT: clean exit");
 }
 
+/// A descriptor limit too low for maxconn (LimitNOFILE left at a low default): the
+/// engine raises it where it may; where it may not, it says so at start, holds only the
+/// client connections the limit has room for and leaves the rest in the kernel's queue.
+/// No student gets an error for it, and no server is blamed for the engine's shortage.
+#[test]
+fn descriptor_limit_below_maxconn() {
+    use std::os::unix::process::CommandExt;
+    const LIMIT: u64 = 256;
+    const CLIENTS: usize = 150;
+    const EACH: usize = 4;
+    let o = origins(1);
+    let dir = tmpdir("bin-nofile");
+    let p = dir.join("lb.toml");
+    let text = Web::new(&[&o[0]]).tail("[global]\nmaxconn = 1000\n").text();
+    std::fs::write(&p, &text).unwrap();
+    let port: u16 = text
+        .split("bind = [\"127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let log = dir.join("stderr.log");
+    let mut cmd = engine();
+    cmd.args(["--cores", "1", "-c"])
+        .arg(&p)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: only setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let r = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn engine");
+    assert!(
+        poll_for(Duration::from_secs(10), || listeners_on(port) == 1),
+        "the engine listens"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .expect("Max open files in /proc/PID/limits");
+    let need = 2 * 1000 + 64 + 32;
+    let said = std::fs::read_to_string(&log).unwrap();
+    if soft >= need {
+        // Allowed to raise the hard limit (CAP_SYS_RESOURCE): it fits maxconn.
+        assert_eq!(soft, need, "raised to what maxconn needs");
+    } else {
+        assert_eq!(soft, LIMIT, "the hard limit stays");
+        assert!(
+            said.contains(
+                "RLIMIT_NOFILE is 256: room for 80 client connections at once, below maxconn 1000"
+            ) && said.contains("LimitNOFILE=2096"),
+            "the engine says what the limit allows and what to set:\n{said}"
+        );
+    }
+    // More clients at once than there is room for, each a few times over.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                for _ in 0..EACH {
+                    match tools::client::get(addr, "/") {
+                        Ok(r) if r.status == 200 => {}
+                        _ => {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        failed.into_inner(),
+        0,
+        "requests failed for want of descriptors; the engine said:\n{said}"
+    );
+    assert_eq!(o[0].requests(), (CLIENTS * EACH) as u64);
+    assert!(
+        !said.contains("Too many open files"),
+        "the engine ran out of descriptors:\n{said}"
+    );
+    signal(&child, SIGTERM);
+    let st = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(st.code(), Some(0), "SIGTERM: clean exit");
+}
+
 #[test]
 fn demo_starts_answers_and_stops() {
     let mut child = engine()
