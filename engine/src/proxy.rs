@@ -1096,46 +1096,40 @@ async fn exchange<S: ClientIo>(
             .await
             {
                 Ok((s, reused)) => break (s, sid, reused),
-                Err(e) if local_shortage(&e) => {
+                Err(e) => {
+                    release(snap, sid);
                     // Out of descriptors, memory or source ports here: not the server's
                     // fault, so it is not blamed (no failure, no avoid, no passive check),
                     // and no other server would do better.
-                    release(snap, sid);
-                    tracing::warn!(core = w.id, server = %snap.servers[sid].name, "cannot connect: {e}");
-                    w.put_buf(out);
-                    let resp = be.response_503();
-                    cx.rec.bytes = resp.len() as u64;
-                    let _ = write_vec(w, io, resp, t.client).await;
-                    cx.rec.tc = t_connect.elapsed().as_millis() as i64;
-                    cx.log(503, b"RC", started);
-                    return Next::Close;
-                }
-                Err(e) => {
-                    release(snap, sid);
-                    tracing::debug!(server = %snap.servers[sid].name, "connect failed: {e}");
-                    w.counter(snap.generation, sid, |c| {
-                        c.failures += 1;
-                        c.avoid_until = Some(Instant::now() + Duration::from_secs(2));
-                    });
-                    // Its idle pooled connections are likely dead too.
-                    if let Some(p) = w.pools.borrow_mut().get_mut(sid) {
-                        p.clear();
+                    let local = local_shortage(&e);
+                    if local {
+                        tracing::warn!(core = w.id, server = %snap.servers[sid].name, "cannot connect: {e}");
+                    } else {
+                        tracing::debug!(server = %snap.servers[sid].name, "connect failed: {e}");
+                        w.counter(snap.generation, sid, |c| {
+                            c.failures += 1;
+                            c.avoid_until = Some(Instant::now() + Duration::from_secs(2));
+                        });
+                        // Its idle pooled connections are likely dead too.
+                        if let Some(p) = w.pools.borrow_mut().get_mut(sid) {
+                            p.clear();
+                        }
+                        w.passive(sid, crate::control::PassiveKind::ConnectFailed);
+                        if sticky_server == Some(sid) {
+                            // The sticky server failed: balance anew, with a fresh cookie.
+                            sticky_server = None;
+                            cx.rec.cookie[0] = b'D';
+                        }
+                        tried.push(sid);
+                        attempts += 1;
                     }
-                    w.passive(sid, crate::control::PassiveKind::ConnectFailed);
-                    if sticky_server == Some(sid) {
-                        // The sticky server failed: balance anew, with a fresh cookie.
-                        sticky_server = None;
-                        cx.rec.cookie[0] = b'D';
-                    }
-                    tried.push(sid);
-                    attempts += 1;
-                    if attempts > retries {
+                    if local || attempts > retries {
                         w.put_buf(out);
                         let resp = be.response_503();
                         cx.rec.bytes = resp.len() as u64;
                         let _ = write_vec(w, io, resp, t.client).await;
                         cx.rec.tc = t_connect.elapsed().as_millis() as i64;
-                        cx.log(503, b"SC", started);
+                        cx.log(503, if local { b"RC" } else { b"SC" }, started);
                         return Next::Close;
                     }
                 }

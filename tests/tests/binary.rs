@@ -124,6 +124,15 @@ fn in_process_cores_give_listeners(driver: DriverChoice) {
 }
 
 /// Runs the binary on a config file; waits for `cores` listeners on `port`.
+/// The port of the first `bind` in a generated configuration.
+fn bind_port(text: &str) -> u16 {
+    text.split("bind = [\"127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .expect("a bind on 127.0.0.1 in the configuration")
+}
+
 fn run_engine(args: &[&str], cfg: &Path, port: u16, cores: usize) -> Child {
     let mut child = engine()
         .args(args)
@@ -157,12 +166,7 @@ fn binary_cores_and_driver(driver: DriverChoice) {
     let web = Web::new(&[&o[0]]);
     let text = web.text();
     std::fs::write(&p, &text).unwrap();
-    let port: u16 = text
-        .split("bind = [\"127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap();
+    let port = bind_port(&text);
     let mut child = run_engine(&["--cores", "3", "--driver", flag], &p, port, 3);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     for _ in 0..10 {
@@ -180,12 +184,7 @@ fn binary_auto_driver_and_one_core() {
     let p = dir.join("lb.toml");
     let text = Web::new(&[&o[0]]).text();
     std::fs::write(&p, &text).unwrap();
-    let port: u16 = text
-        .split("bind = [\"127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap();
+    let port = bind_port(&text);
     let mut child = run_engine(&["--cores", "1", "--driver", "auto"], &p, port, 1);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(tools::client::get(addr, "/").unwrap().status, 200);
@@ -209,12 +208,7 @@ fn descriptor_limit_below_maxconn() {
     let p = dir.join("lb.toml");
     let text = Web::new(&[&o[0]]).tail("[global]\nmaxconn = 1000\n").text();
     std::fs::write(&p, &text).unwrap();
-    let port: u16 = text
-        .split("bind = [\"127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap();
+    let port = bind_port(&text);
     let log = dir.join("stderr.log");
     let mut cmd = engine();
     cmd.args(["--cores", "1", "-c"])
