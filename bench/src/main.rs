@@ -116,8 +116,45 @@ pub struct RunRecord {
     pub idle: Option<IdleResult>,
     pub cpu_seconds: f64,
     pub cpu_us_per_req: f64,
+    /// Where the rest of the machine's CPU went during the run, per request (wrk runs
+    /// only): the origins (for direct, the origins other than the one measured), wrk,
+    /// and whatever no process here accounts for (the harness, kernel threads such as
+    /// ksoftirqd); idle_share is the machine's idle + iowait share.
+    pub split: Option<CpuSplit>,
     pub rss_kib: u64,
     pub error: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct CpuSplit {
+    /// the target's system (kernel) time per request: its socket work
+    pub sys_us_per_req: f64,
+    pub origins_us_per_req: f64,
+    pub wrk_us_per_req: f64,
+    pub other_us_per_req: f64,
+    pub idle_share: f64,
+}
+
+impl RunRecord {
+    /// CPU per request of everything measured by process (target, origins, wrk).
+    pub fn accounted_us_per_req(&self) -> Option<f64> {
+        let s = self.split.as_ref()?;
+        Some(self.cpu_us_per_req + s.origins_us_per_req + s.wrk_us_per_req)
+            .filter(|_| self.cpu_us_per_req > 0.0)
+    }
+
+    /// CPU per request of wrk and the origins: what a target costing nothing would
+    /// still leave the machine to do.
+    pub fn load_us_per_req(&self) -> Option<f64> {
+        let s = self.split.as_ref()?;
+        Some(s.origins_us_per_req + s.wrk_us_per_req).filter(|x| *x > 0.0)
+    }
+
+    /// The same plus the target's own kernel time: what is left if the target's user
+    /// space cost nothing but its socket work stayed.
+    pub fn kernel_floor_us_per_req(&self) -> Option<f64> {
+        Some(self.load_us_per_req()? + self.split.as_ref()?.sys_us_per_req)
+    }
 }
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -157,6 +194,11 @@ pub struct Summary {
     pub p99_us: Option<Stat3>,
     pub p999_us: Option<Stat3>,
     pub cpu_us_per_req: Option<Stat3>,
+    pub sys_us_per_req: Option<Stat3>,
+    pub origins_us_per_req: Option<Stat3>,
+    pub wrk_us_per_req: Option<Stat3>,
+    pub other_us_per_req: Option<Stat3>,
+    pub idle_share: Option<Stat3>,
     pub bytes_per_idle_conn: Option<Stat3>,
     pub peak_rss_kib: u64,
 }
@@ -249,6 +291,13 @@ pub struct OriginSet {
     pub procs: Vec<Proc>,
     pub origins: Origins,
     pub command: Vec<String>,
+}
+
+impl OriginSet {
+    /// CPU seconds used so far by all the origins.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.procs.iter().map(|p| p.cpu_seconds()).sum()
+    }
 }
 
 pub fn start_origins(bin: &Path, tmp: &Path, n: usize) -> Result<OriginSet, String> {
@@ -599,14 +648,37 @@ fn run_scenario(
             } else {
                 let url = l.res.url.clone().expect("url");
                 let c0 = p.cpu_seconds();
+                let y0 = p.sys_seconds();
+                let o0 = os.cpu_seconds();
+                let k0 = procs::children_cpu_seconds();
+                let m0 = procs::MachineCpu::now();
                 let w = wrk::run(&script, &url, sc.connections, set.duration);
+                let m1 = procs::MachineCpu::now();
+                let k1 = procs::children_cpu_seconds();
+                let o1 = os.cpu_seconds();
+                let y1 = p.sys_seconds();
                 let c1 = p.cpu_seconds();
                 rec.rss_kib = p.rss_kib().0;
                 rec.cpu_seconds = c1 - c0;
                 match w {
                     Ok((w, _)) => {
                         if w.requests > 0 {
-                            rec.cpu_us_per_req = rec.cpu_seconds * 1e6 / w.requests as f64;
+                            let n = w.requests as f64;
+                            rec.cpu_us_per_req = rec.cpu_seconds * 1e6 / n;
+                            let mut origins = o1 - o0;
+                            if l.name == "direct" {
+                                origins -= rec.cpu_seconds;
+                            }
+                            let wrk_cpu = k1 - k0;
+                            let (busy, idle_share) = m0.since(&m1);
+                            let other = busy - rec.cpu_seconds - origins.max(0.0) - wrk_cpu;
+                            rec.split = Some(CpuSplit {
+                                sys_us_per_req: (y1 - y0) * 1e6 / n,
+                                origins_us_per_req: origins.max(0.0) * 1e6 / n,
+                                wrk_us_per_req: wrk_cpu * 1e6 / n,
+                                other_us_per_req: other.max(0.0) * 1e6 / n,
+                                idle_share,
+                            });
                         }
                         if w.errors > 0 || w.non_2xx > 0 {
                             rec.error = Some(format!(
@@ -740,6 +812,14 @@ fn run_scenario(
 fn summarize(t: &TargetResult, peak: u64) -> Summary {
     let w: Vec<&WrkResult> = t.runs.iter().filter_map(|r| r.wrk.as_ref()).collect();
     let f = |g: &dyn Fn(&WrkResult) -> f64| Stat3::of(&w.iter().map(|x| g(x)).collect::<Vec<_>>());
+    let split = |g: &dyn Fn(&CpuSplit) -> f64| {
+        Stat3::of(
+            &t.runs
+                .iter()
+                .filter_map(|r| r.split.as_ref().map(g))
+                .collect::<Vec<_>>(),
+        )
+    };
     let mut s = Summary {
         rps: f(&|x| x.rps),
         p50_us: f(&|x| x.p50_us),
@@ -752,6 +832,11 @@ fn summarize(t: &TargetResult, peak: u64) -> Summary {
                 .map(|r| r.cpu_us_per_req)
                 .collect::<Vec<_>>(),
         ),
+        sys_us_per_req: split(&|c| c.sys_us_per_req),
+        origins_us_per_req: split(&|c| c.origins_us_per_req),
+        wrk_us_per_req: split(&|c| c.wrk_us_per_req),
+        other_us_per_req: split(&|c| c.other_us_per_req),
+        idle_share: split(&|c| c.idle_share),
         bytes_per_idle_conn: Stat3::of(
             &t.runs
                 .iter()
@@ -832,9 +917,43 @@ fn ratios(sc: &Scenario, ts: &[TargetResult], subject: &str) -> Vec<Ratio> {
             }
             out.push(ratio);
         }
+        if !sc.idle && base.target != "direct" {
+            // The most the subject's req/s could be, against this base, if the subject
+            // itself cost no CPU: on cores shared by all, req/s is the busy CPU over the
+            // CPU per request of everything, and wrk and the origins cost what they cost
+            // whoever is in the middle. Per round: the base's whole CPU per request over
+            // what wrk and the origins took per request in the subject's round.
+            // The second ceiling keeps the subject's kernel time (its socket work) and
+            // takes away only its user-space CPU.
+            type Floor = fn(&RunRecord) -> Option<f64>;
+            let floors: [(&str, Floor); 2] = [
+                (CEILING, RunRecord::load_us_per_req),
+                (CEILING_KERNEL, RunRecord::kernel_floor_us_per_req),
+            ];
+            for (metric, floor) in floors {
+                let v: Vec<f64> = subj
+                    .runs
+                    .iter()
+                    .zip(&base.runs)
+                    .filter_map(|(a, b)| Some(b.accounted_us_per_req()? / floor(a)?))
+                    .collect();
+                out.push(Ratio {
+                    subject: subject.into(),
+                    base: base.target.clone(),
+                    metric: metric.into(),
+                    stat: Stat3::of(&v),
+                    reason: Some("no CPU figures".into()).filter(|_| v.is_empty()),
+                });
+            }
+        }
     }
     out
 }
+
+/// The ratio metric for the req/s ratio a subject of zero CPU would reach.
+pub const CEILING: &str = "rps ceiling (zero-CPU subject)";
+/// The same with the subject's kernel time kept: only its user space costs nothing.
+pub const CEILING_KERNEL: &str = "rps ceiling (subject's kernel time only)";
 
 fn machine_info(bins: &Bins) -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -1042,4 +1161,97 @@ fn bench(cli: Cli) -> i32 {
     };
     let _ = std::fs::remove_dir_all(&tmp);
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(cpu: f64, sys: f64, origins: f64, wrk: f64) -> RunRecord {
+        RunRecord {
+            round: 1,
+            cpu_us_per_req: cpu,
+            split: Some(CpuSplit {
+                sys_us_per_req: sys,
+                origins_us_per_req: origins,
+                wrk_us_per_req: wrk,
+                other_us_per_req: 0.5,
+                idle_share: 0.05,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn target(name: &str, runs: Vec<RunRecord>) -> TargetResult {
+        TargetResult {
+            target: name.into(),
+            available: true,
+            runs,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ceilings_are_the_base_cost_over_what_the_subject_leaves() {
+        let sc = configs::all_scenarios()
+            .into_iter()
+            .find(|s| s.name == "get-ka-sticky")
+            .expect("main scenario");
+        let ts = vec![
+            // the subject: 20 µs of its own (15 in the kernel); origins + wrk 25 µs
+            target("engine", vec![run(20.0, 15.0, 13.0, 12.0)]),
+            // the base: 35 + 14 + 11 = 60 µs per request in all
+            target("haproxy", vec![run(35.0, 22.0, 14.0, 11.0)]),
+            target("direct", vec![run(12.0, 10.0, 0.0, 12.0)]),
+        ];
+        let rs = ratios(&sc, &ts, "engine");
+        let get = |base: &str, metric: &str| {
+            rs.iter()
+                .find(|r| r.base == base && r.metric == metric)
+                .and_then(|r| r.stat.as_ref())
+                .map(|s| s.median)
+        };
+        assert_eq!(get("haproxy", CEILING), Some(60.0 / 25.0));
+        assert_eq!(get("haproxy", CEILING_KERNEL), Some(60.0 / 40.0));
+        assert_eq!(get("haproxy", "cpu_per_req"), Some(20.0 / 35.0));
+        // no ceiling against direct: it is the ceiling already
+        assert_eq!(get("direct", CEILING), None);
+        assert!(rs.iter().all(|r| r.base != "direct" || r.metric != CEILING));
+    }
+
+    #[test]
+    fn a_run_without_cpu_figures_has_no_ceiling() {
+        let sc = configs::all_scenarios()
+            .into_iter()
+            .find(|s| s.name == "get-ka-sticky")
+            .expect("main scenario");
+        let mut bare = run(20.0, 15.0, 13.0, 12.0);
+        bare.split = None;
+        let ts = vec![
+            target("engine", vec![bare]),
+            target("haproxy", vec![run(35.0, 22.0, 14.0, 11.0)]),
+        ];
+        let r = ratios(&sc, &ts, "engine")
+            .into_iter()
+            .find(|r| r.metric == CEILING)
+            .expect("ceiling row");
+        assert!(r.stat.is_none());
+        assert_eq!(r.reason.as_deref(), Some("no CPU figures"));
+    }
+
+    #[test]
+    fn machine_cpu_busy_and_idle_share() {
+        let a = procs::MachineCpu {
+            busy: 1000,
+            total: 2000,
+        };
+        let b = procs::MachineCpu {
+            busy: 1900,
+            total: 3000,
+        };
+        let (busy, idle) = a.since(&b);
+        assert!((busy - 900.0 / procs::clk_tck()).abs() < 1e-9);
+        assert!((idle - 0.1).abs() < 1e-9);
+        assert!(procs::MachineCpu::now().total > 0);
+    }
 }

@@ -167,6 +167,16 @@ impl Proc {
             .sum()
     }
 
+    /// System (kernel) CPU seconds used so far by the group's processes.
+    pub fn sys_seconds(&self) -> f64 {
+        let tck = clk_tck();
+        self.pids()
+            .iter()
+            .filter_map(|p| read_stat(*p))
+            .map(|s| s.stime as f64 / tck)
+            .sum()
+    }
+
     /// (VmRSS, VmHWM) summed over the group, in KiB.
     pub fn rss_kib(&self) -> (u64, u64) {
         let mut rss = 0;
@@ -364,4 +374,58 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> std::io::Result<(bool, 
         se.push_str(&format!("\n(killed after {limit:?})"));
     }
     Ok((status.map(|s| s.success()).unwrap_or(false), so, se))
+}
+
+/// CPU seconds (user + system) of this process's terminated and reaped children: read
+/// before and after a `run_bounded` command, the difference is that command's CPU.
+pub fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The machine's CPU time from the first line of /proc/stat, in ticks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineCpu {
+    /// everything but idle and iowait (io_uring's waits count as iowait)
+    pub busy: u64,
+    pub total: u64,
+}
+
+impl MachineCpu {
+    pub fn now() -> MachineCpu {
+        let s = fs::read_to_string("/proc/stat").unwrap_or_default();
+        let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else {
+            return MachineCpu::default();
+        };
+        // user nice system idle iowait irq softirq steal (guest time is inside user)
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if f.len() < 8 {
+            return MachineCpu::default();
+        }
+        let total: u64 = f.iter().sum();
+        MachineCpu {
+            busy: total - f[3] - f[4],
+            total,
+        }
+    }
+
+    /// (busy CPU seconds, idle share) from `self` to `later`.
+    pub fn since(&self, later: &MachineCpu) -> (f64, f64) {
+        let busy = later.busy.saturating_sub(self.busy);
+        let total = later.total.saturating_sub(self.total);
+        if total == 0 {
+            return (0.0, 0.0);
+        }
+        (busy as f64 / clk_tck(), 1.0 - busy as f64 / total as f64)
+    }
 }

@@ -117,6 +117,67 @@ fn row_target(t: &TargetResult, idle: bool) -> String {
     }
 }
 
+fn med(s: &Option<Stat3>) -> Option<f64> {
+    s.as_ref().map(|s| s.median)
+}
+
+/// Where the machine's CPU went per request, and the ceilings that leaves the subject.
+fn cpu_split(m: &mut String, r: &ScenarioResult, subject: &str) {
+    let rows: Vec<&TargetResult> = r
+        .targets
+        .iter()
+        .filter(|t| t.summary.wrk_us_per_req.is_some())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    m.push_str("\nWhere the machine's CPU went, µs per request (median of rounds): the target's processes (of which kernel), the origins (for direct: the origin not measured as the target), wrk, and the rest (the harness, kernel threads such as ksoftirqd); idle is the machine's idle + iowait share of the run.\n\n| target | target (kernel) | origins | wrk | rest | total | idle |\n|---|---|---|---|---|---|---|\n");
+    for t in rows {
+        let s = &t.summary;
+        let v = [
+            med(&s.cpu_us_per_req),
+            med(&s.origins_us_per_req),
+            med(&s.wrk_us_per_req),
+            med(&s.other_us_per_req),
+        ];
+        let total: f64 = v.iter().flatten().sum();
+        let cell = |x: Option<f64>| x.map(|x| format!("{x:.1}")).unwrap_or_else(|| "n/a".into());
+        let _ = writeln!(
+            m,
+            "| {} | {} ({}) | {} | {} | {} | {total:.1} | {} |",
+            t.target,
+            cell(v[0]),
+            cell(med(&s.sys_us_per_req)),
+            cell(v[1]),
+            cell(v[2]),
+            cell(v[3]),
+            med(&s.idle_share)
+                .map(|x| format!("{:.0} %", x * 100.0))
+                .unwrap_or_else(|| "n/a".into())
+        );
+    }
+    let of = |metric: &str| -> Vec<String> {
+        r.ratios
+            .iter()
+            .filter(|x| x.metric == metric)
+            .filter_map(|x| {
+                x.stat
+                    .as_ref()
+                    .map(|s| format!("{:.2}x {}'s", s.median, x.base))
+            })
+            .collect()
+    };
+    let (zero, kernel) = (of(crate::CEILING), of(crate::CEILING_KERNEL));
+    if !zero.is_empty() {
+        let _ = writeln!(
+            m,
+            "\nCeilings (per round: the other target's whole CPU per request, target + origins + wrk, over what {subject}'s round left): with no CPU of its own, {subject} would reach at most {} req/s; with its kernel time (its socket work) and no user-space CPU, {}.",
+            zero.join(", "),
+            kernel.join(", ")
+        );
+    }
+}
+
 pub fn markdown(meta: &Meta, rs: &[ScenarioResult]) -> String {
     let mut m = String::new();
     let _ = writeln!(m, "# engine vs HAProxy vs nginx: {}\n", meta.date);
@@ -235,6 +296,9 @@ pub fn markdown(meta: &Meta, rs: &[ScenarioResult]) -> String {
         for t in &r.targets {
             m.push_str(&row_target(t, idle));
         }
+        if !idle {
+            cpu_split(&mut m, r, &meta.subject);
+        }
         let notes: Vec<String> = r
             .targets
             .iter()
@@ -269,6 +333,7 @@ pub fn markdown(meta: &Meta, rs: &[ScenarioResult]) -> String {
 - req/s: wrk `--latency -t1 -c64` (16 connections for 1 MiB); percentiles from wrk's `done` callback (its own histogram, subject to coordinated omission at saturation).\n\
 - constant-rate: the harness's generator at a fixed rate below every proxy's capacity; its percentiles are the honest latency figures.\n\
 - CPU µs/req: utime+stime of the target's processes (from /proc/PID/stat) over the run / requests. For direct, the origin's CPU.\n\
+- Where the CPU went: the origins' CPU from /proc/PID/stat, wrk's from getrusage(RUSAGE_CHILDREN) around its run, the machine's busy time from /proc/stat; the rest is busy time no process here accounts for. With idle near 0 the cores are saturated and req/s is about cores / total CPU per request, so wrk and the origins bound every proxy's req/s: `rps ceiling (zero-CPU subject)` is the req/s ratio the subject would reach against each other target if its own CPU per request were zero, and `rps ceiling (subject's kernel time only)` the same if only its user-space CPU were zero (its kernel time, the socket work on loopback, kept).\n\
 - peak RSS: VmHWM summed over the target's processes during the scenario (for direct, over the whole bench).\n",
     );
     m
