@@ -647,8 +647,7 @@ fn run_scenario(
                 rec.idle = Some(ir);
             } else {
                 let url = l.res.url.clone().expect("url");
-                let c0 = p.cpu_seconds();
-                let y0 = p.sys_seconds();
+                let (c0, y0) = p.cpu_times();
                 let o0 = os.cpu_seconds();
                 let k0 = procs::children_cpu_seconds();
                 let m0 = procs::MachineCpu::now();
@@ -656,8 +655,7 @@ fn run_scenario(
                 let m1 = procs::MachineCpu::now();
                 let k1 = procs::children_cpu_seconds();
                 let o1 = os.cpu_seconds();
-                let y1 = p.sys_seconds();
-                let c1 = p.cpu_seconds();
+                let (c1, y1) = p.cpu_times();
                 rec.rss_kib = p.rss_kib().0;
                 rec.cpu_seconds = c1 - c0;
                 match w {
@@ -1182,6 +1180,13 @@ mod tests {
         }
     }
 
+    fn main_scenario() -> Scenario {
+        configs::all_scenarios()
+            .into_iter()
+            .find(|s| s.name == "get-ka-sticky")
+            .expect("main scenario")
+    }
+
     fn target(name: &str, runs: Vec<RunRecord>) -> TargetResult {
         TargetResult {
             target: name.into(),
@@ -1193,10 +1198,7 @@ mod tests {
 
     #[test]
     fn ceilings_are_the_base_cost_over_what_the_subject_leaves() {
-        let sc = configs::all_scenarios()
-            .into_iter()
-            .find(|s| s.name == "get-ka-sticky")
-            .expect("main scenario");
+        let sc = main_scenario();
         let ts = vec![
             // the subject: 20 µs of its own (15 in the kernel); origins + wrk 25 µs
             target("engine", vec![run(20.0, 15.0, 13.0, 12.0)]),
@@ -1221,10 +1223,7 @@ mod tests {
 
     #[test]
     fn a_run_without_cpu_figures_has_no_ceiling() {
-        let sc = configs::all_scenarios()
-            .into_iter()
-            .find(|s| s.name == "get-ka-sticky")
-            .expect("main scenario");
+        let sc = main_scenario();
         let mut bare = run(20.0, 15.0, 13.0, 12.0);
         bare.split = None;
         let ts = vec![

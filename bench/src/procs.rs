@@ -159,22 +159,22 @@ impl Proc {
 
     /// utime+stime of the whole group, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let tck = clk_tck();
-        self.pids()
-            .iter()
-            .filter_map(|p| read_stat(*p))
-            .map(|s| (s.utime + s.stime) as f64 / tck)
-            .sum()
+        self.cpu_times().0
     }
 
-    /// System (kernel) CPU seconds used so far by the group's processes.
-    pub fn sys_seconds(&self) -> f64 {
+    /// (user + system, system) CPU seconds used so far by the group's processes, from
+    /// one pass over /proc.
+    pub fn cpu_times(&self) -> (f64, f64) {
         let tck = clk_tck();
         self.pids()
             .iter()
             .filter_map(|p| read_stat(*p))
-            .map(|s| s.stime as f64 / tck)
-            .sum()
+            .fold((0.0, 0.0), |(all, sys), s| {
+                (
+                    all + (s.utime + s.stime) as f64 / tck,
+                    sys + s.stime as f64 / tck,
+                )
+            })
     }
 
     /// (VmRSS, VmHWM) summed over the group, in KiB.

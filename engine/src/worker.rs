@@ -513,7 +513,7 @@ impl Worker {
         let stopping = self.shared.stop.load(Ordering::Relaxed);
         if stopping && !self.stopping.get() {
             self.stopping.set(true);
-            self.pools.borrow_mut().iter_mut().for_each(|p| p.clear());
+            self.shed_pools();
         }
         self.idle.tick(stopping);
         let pressure = self.shared.fd_pressure.load(Ordering::Relaxed);
