@@ -538,7 +538,7 @@ async fn request<S: ClientIo>(
             Ok(Ok(0)) | Ok(Err(_)) => {
                 // The client left mid-head (or between requests: not an error).
                 if !cb.is_empty() && !w.log.borrow().dontlognull {
-                    log_simple(w, snap, fe, peer, wall, started, 400, "CR", String::new());
+                    log_simple(w, snap, fe, peer, wall, started, 400, "CR", 0);
                 }
                 cb.release(w);
                 return Next::Close;
@@ -551,26 +551,20 @@ async fn request<S: ClientIo>(
         Ok(h) => h,
         Err(None) => {
             // The head did not arrive within timeout_http_request.
-            let _ = write_vec(w, io, error_response(408, true), t.client).await;
-            log_simple(w, snap, fe, peer, wall, started, 408, "cR", String::new());
+            let resp = error_response(408, true);
+            let n = resp.len() as u64;
+            let _ = write_vec(w, io, resp, t.client).await;
+            log_simple(w, snap, fe, peer, wall, started, 408, "cR", n);
             cb.release(w);
             return Next::Close;
         }
         Err(Some(e)) => {
             let status = e.status();
             tracing::debug!(client = %peer, "refused request: {e}");
-            let _ = write_vec(w, io, error_response(status, true), t.client).await;
-            log_simple(
-                w,
-                snap,
-                fe,
-                peer,
-                wall,
-                started,
-                status,
-                "PR",
-                String::new(),
-            );
+            let resp = error_response(status, true);
+            let n = resp.len() as u64;
+            let _ = write_vec(w, io, resp, t.client).await;
+            log_simple(w, snap, fe, peer, wall, started, status, "PR", n);
             cb.release(w);
             return Next::Linger;
         }
@@ -594,9 +588,11 @@ async fn answer_408<S: ClientIo>(
     let snap_rc = w.snapshot();
     let snap: &Snapshot = &snap_rc;
     let t = snap.frontends[fe].cfg.timeouts;
-    let _ = write_vec(w, io, error_response(408, true), t.client).await;
+    let resp = error_response(408, true);
+    let n = resp.len() as u64;
+    let _ = write_vec(w, io, resp, t.client).await;
     if !w.log.borrow().dontlognull {
-        log_simple(w, snap, fe, peer, wall, accepted, 408, "cR", String::new());
+        log_simple(w, snap, fe, peer, wall, accepted, 408, "cR", n);
     }
 }
 
@@ -628,7 +624,7 @@ fn log_simple(
     started: Instant,
     status: u16,
     term: &str,
-    request: String,
+    bytes: u64,
 ) {
     let tt = started.elapsed().as_millis() as i64;
     let rec = Record {
@@ -643,14 +639,10 @@ fn log_simple(
         tr: -1,
         tt,
         status,
-        bytes: 0,
+        bytes,
         cookie: *b"--",
         term: [term.as_bytes()[0], term.as_bytes()[1]],
-        request: if request.is_empty() {
-            "<BADREQ>".into()
-        } else {
-            request
-        },
+        request: "<BADREQ>".into(),
     };
     w.log
         .borrow_mut()
@@ -697,6 +689,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Sends an answer the engine makes itself; the log counts its bytes once sent.
+    async fn reply<S: ClientIo>(&mut self, io: &mut S, resp: Vec<u8>) {
+        let n = resp.len() as u64;
+        let (r, _) = write_vec(self.w, io, resp, self.fe.cfg.timeouts.client).await;
+        self.rec.bytes = if r.is_ok() { n } else { 0 };
+    }
+
     fn log(&mut self, status: u16, term: &[u8; 2], started: Instant) {
         self.rec.status = status;
         self.rec.term = *term;
@@ -914,7 +913,7 @@ async fn exchange<S: ClientIo>(
     }
     let Some(be_idx) = fe.backend else {
         cb.consume(req.head_len);
-        let _ = write_vec(w, io, error_response(503, true), t.client).await;
+        cx.reply(io, error_response(503, true)).await;
         cx.log(503, b"PR", started);
         return Next::Close;
     };
@@ -926,7 +925,7 @@ async fn exchange<S: ClientIo>(
     if let BodyLen::Length(n) = req.body {
         if max_body > 0 && n > max_body {
             cb.consume(req.head_len);
-            let _ = write_vec(w, io, error_response(413, true), t.client).await;
+            cx.reply(io, error_response(413, true)).await;
             cx.log(413, b"PR", started);
             return Next::Linger;
         }
@@ -1014,7 +1013,7 @@ async fn exchange<S: ClientIo>(
         if bad || (max_body > 0 && dry.total > max_body) {
             w.put_buf(out);
             let status = if bad { 400 } else { 413 };
-            let _ = write_vec(w, io, error_response(status, true), t.client).await;
+            cx.reply(io, error_response(status, true)).await;
             cx.log(status, b"PR", started);
             return Next::Linger;
         }
@@ -1028,6 +1027,8 @@ async fn exchange<S: ClientIo>(
     let mut t_connect = t_queue;
     let mut fresh_for: Option<usize> = None;
     let mut head_done = false;
+    // A server took the request and closed without a byte of response (it was retried).
+    let mut answered_badly = false;
     loop {
         let (mut up, sid, reused) = loop {
             let now_s = persist::now_secs();
@@ -1067,14 +1068,18 @@ async fn exchange<S: ClientIo>(
                             )
                         }
                         Acquired::QueueTimeout => (be.response_503(), b"sQ", true),
+                        // A server took the request and closed without answering, and no
+                        // other is left to try: a bad gateway, not an unavailable service.
+                        _ if answered_badly => (error_response(502, true), b"SH", false),
                         _ => (be.response_503(), b"SC", false),
                     };
+                    let status = if term == b"SH" { 502 } else { 503 };
                     cx.rec.bytes = resp.len() as u64;
                     let _ = write_vec(w, io, resp, t.client).await;
                     if queued {
                         cx.rec.tw = t_queue.elapsed().as_millis() as i64;
                     }
-                    cx.log(503, term, started);
+                    cx.log(status, term, started);
                     return Next::Close;
                 }
             };
@@ -1085,16 +1090,7 @@ async fn exchange<S: ClientIo>(
                 cx.rec.tw = 0;
             }
             cx.rec.server = Some(sid);
-            match connect(
-                w,
-                snap,
-                sid,
-                bt.connect,
-                method.is_idempotent() && !has_body,
-                fresh_for == Some(sid),
-            )
-            .await
-            {
+            match connect(w, snap, sid, bt.connect, fresh_for == Some(sid)).await {
                 Ok((s, reused)) => break (s, sid, reused),
                 Err(e) => {
                     release(snap, sid);
@@ -1211,6 +1207,7 @@ async fn exchange<S: ClientIo>(
                 } else {
                     // The server closed without answering an idempotent request: another
                     // server, like a failed connect.
+                    answered_badly = true;
                     tried.push(sid);
                     attempts += 1;
                     if sticky_server == Some(sid) {
@@ -1219,7 +1216,9 @@ async fn exchange<S: ClientIo>(
                     w.passive(sid, crate::control::PassiveKind::ConnectFailed);
                     if attempts > retries {
                         w.put_buf(out);
-                        let _ = write_vec(w, io, error_response(502, true), t.client).await;
+                        let resp = error_response(502, true);
+                        cx.rec.bytes = resp.len() as u64;
+                        let _ = write_vec(w, io, resp, t.client).await;
                         cx.log(502, b"SH", started);
                         return Next::Close;
                     }
@@ -1252,7 +1251,7 @@ async fn exchange<S: ClientIo>(
                     } else {
                         error_response(status, true)
                     };
-                    let _ = write_vec(w, io, resp, t.client).await;
+                    cx.reply(io, resp).await;
                     cx.log(status, &term, started);
                 } else {
                     cx.log(cx.rec.status, &term, started);
@@ -1523,18 +1522,19 @@ fn select(
     pick(cands).map(|i| be.first + i)
 }
 
-/// A pooled connection when there is one (checked alive for requests that must not be
-/// replayed), else a new one within timeout_connect.
+/// A pooled connection when there is a quiet one, else a new one within timeout_connect.
 async fn connect(
     w: &Worker,
     snap: &Snapshot,
     sid: usize,
     timeout: Duration,
-    replayable: bool,
     fresh_only: bool,
 ) -> io::Result<(TcpStream, bool)> {
+    // A pooled connection is reused only when nothing at all is readable on it: no stray
+    // bytes a server wrote after its last response (they would reach the next client as
+    // its answer), and no close. Every reuse is checked, whatever the request.
     while let Some(p) = if fresh_only { None } else { w.pool_take(sid) } {
-        if replayable || alive(&p.stream) {
+        if quiet(&p.stream) {
             return Ok((p.stream, true));
         }
     }
@@ -1563,9 +1563,9 @@ fn local_shortage(e: &io::Error) -> bool {
     )
 }
 
-/// Whether a pooled connection is still open (the server has not closed it): a
-/// non-blocking peek, used only before a request that could not be replayed.
-fn alive(s: &TcpStream) -> bool {
+/// Whether an idle pooled connection is fit for a new request: still open (the server
+/// has not closed it) and holding no unread byte. A non-blocking peek.
+fn quiet(s: &TcpStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut b = [0u8; 1];
     // SAFETY: valid fd and buffer.
@@ -1637,8 +1637,10 @@ async fn send_and_relay<S: ClientIo>(
         }
     }
 
-    // RELAY: the response head.
+    // RELAY: the response head. The whole head must arrive within timeout_server of the
+    // request's end, however the server trickles it.
     let t_resp = connected;
+    let head_deadline = Instant::now() + bt.server;
     let mut sb = w.get_buf();
     let head: ResponseHead = loop {
         match parse_response(&sb, method == Method::Head, &snap.head_limits) {
@@ -1646,6 +1648,11 @@ async fn send_and_relay<S: ClientIo>(
                 // Interim responses are not forwarded (we answered 100 ourselves).
                 sb.drain(..h.head_len);
                 continue;
+            }
+            Ok(Some(h)) if h.status == 101 && !upgrade => {
+                // Switching protocols that the client never asked for: not passed on.
+                w.put_buf(sb);
+                return Relay::Failed(Fail::BadResponse, *b"PH", false);
             }
             Ok(Some(h)) => break h,
             Ok(None) => {}
@@ -1658,11 +1665,8 @@ async fn send_and_relay<S: ClientIo>(
             sb.reserve(snap.head_limits.max_head_bytes);
         }
         let len = sb.len();
-        match w
-            .idle
-            .bounded(bt.server, up.read(sb.slice_mut(len..)))
-            .await
-        {
+        let left = head_deadline.saturating_duration_since(Instant::now());
+        match w.idle.bounded(left, up.read(sb.slice_mut(len..))).await {
             Ok((Ok(0), s)) | Ok((Err(_), s)) => {
                 sb = s.into_inner();
                 if sb.is_empty() && replayable {
@@ -1843,6 +1847,11 @@ async fn send_and_relay<S: ClientIo>(
         BodyLen::Chunked => {
             let (fwd, fin, bad) =
                 decode_into(&mut dec, &sb, client_framing == BodyLen::Chunked, &mut hb);
+            if fin && dec.overrun {
+                // Bytes after the last chunk: never passed on, and the connection is not
+                // reused.
+                keep_server = false;
+            }
             if bad {
                 w.put_buf(sb);
                 w.put_buf(hb);
@@ -1934,6 +1943,7 @@ fn decode_into(
                 data += s.data.len() as u64;
                 pos += s.consumed;
                 if s.done {
+                    dec.overrun = pos < input.len();
                     return (data, true, false);
                 }
                 if s.consumed == 0 {
@@ -2064,7 +2074,8 @@ async fn relay_body<S: ClientIo>(
                 }
                 sb.clear();
                 if fin {
-                    break Ok(true);
+                    // Bytes after the last chunk: the connection is not reused.
+                    break Ok(!dec.overrun);
                 }
             }
             BodyLen::Close => {

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod raw;
+
 pub use engine::{DriverChoice, DriverKind, Running};
 pub use tools::client::{Conn, Framing, Response};
 pub use tools::origin::{Fault, Origin};
