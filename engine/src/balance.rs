@@ -29,13 +29,20 @@ pub struct Candidate {
     pub backup: bool,
     /// Requests this core has in flight on it (for leastconn).
     pub active: u32,
-    /// Excluded for this request (already tried, failed recently, or full).
+    /// Excluded for this request (already tried, or failed recently).
     pub excluded: bool,
+    /// At its maxconn: up, but cannot take a request now (it waits in the queue).
+    pub full: bool,
 }
 
 impl Candidate {
-    fn eligible(&self) -> bool {
+    /// In the running for new clients (full or not).
+    fn usable(&self) -> bool {
         self.state == ServerState::Up && self.weight > 0 && !self.excluded
+    }
+
+    fn eligible(&self) -> bool {
+        self.usable() && !self.full
     }
 }
 
@@ -56,11 +63,12 @@ impl RoundRobin {
 }
 
 /// The set that may take new clients: non-backup servers, or the backups when no
-/// non-backup server can.
+/// non-backup server is usable. A primary that is only full keeps the backups out: the
+/// request waits for it (HAProxy's rule).
 fn pool(servers: &[Candidate]) -> Option<bool> {
-    if servers.iter().any(|s| !s.backup && s.eligible()) {
+    if servers.iter().any(|s| !s.backup && s.usable()) {
         Some(false)
-    } else if servers.iter().any(|s| s.backup && s.eligible()) {
+    } else if servers.iter().any(|s| s.backup && s.usable()) {
         Some(true)
     } else {
         None
@@ -135,7 +143,34 @@ mod tests {
             backup: false,
             active: 0,
             excluded: false,
+            full: false,
         }
+    }
+
+    #[test]
+    fn full_primaries_keep_the_backup_out() {
+        let mut s = [
+            Candidate {
+                full: true,
+                ..up(1)
+            },
+            Candidate {
+                full: true,
+                ..up(1)
+            },
+            Candidate {
+                backup: true,
+                ..up(1)
+            },
+        ];
+        let mut rr = RoundRobin::new(3);
+        assert_eq!(pick_roundrobin(&s, &mut rr), None, "wait for a primary");
+        assert_eq!(pick_leastconn(&s, &mut rr), None, "wait for a primary");
+        s[1].full = false;
+        assert_eq!(pick_roundrobin(&s, &mut rr), Some(1));
+        s[0].state = ServerState::Down;
+        s[1].state = ServerState::Down;
+        assert_eq!(pick_roundrobin(&s, &mut rr), Some(2), "no primary is up");
     }
 
     #[test]

@@ -1421,11 +1421,10 @@ fn candidate_ignoring_full(
     i: usize,
     tried: &[usize],
 ) -> Candidate {
-    let mut c = candidate(w, snap, states, i, tried);
-    let c2 = w.counter_get(snap.generation, i);
-    let avoid = c2.avoid_until.map(|u| Instant::now() < u).unwrap_or(false);
-    c.excluded = tried.contains(&i) || avoid;
-    c
+    Candidate {
+        full: false,
+        ..candidate(w, snap, states, i, tried)
+    }
 }
 
 enum Relay {
@@ -1469,7 +1468,8 @@ fn candidate(
         weight: st.weight,
         backup: srv.backup,
         active: c.active,
-        excluded: tried.contains(&i) || avoid || full,
+        excluded: tried.contains(&i) || avoid,
+        full,
     }
 }
 
@@ -1490,6 +1490,7 @@ fn select(
         backup: false,
         active: 0,
         excluded: true,
+        full: false,
     }; 32];
     let mut heap: Vec<Candidate>;
     let cands: &mut [Candidate] = if be.count <= stack.len() {

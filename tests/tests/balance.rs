@@ -12,6 +12,7 @@ both_drivers!(
     weighted_round_robin_1000_requests,
     leastconn_prefers_idle_server,
     backup_only_while_no_other_is_up,
+    full_primaries_queue_rather_than_use_the_backup,
     connect_failure_retried_elsewhere,
     no_replay_once_bytes_reached_server,
     errorfile_503_sent_as_is,
@@ -160,6 +161,43 @@ fn backup_only_while_no_other_is_up(driver: DriverChoice) {
         );
     }
     assert_eq!(o[2].requests(), before, "backup idle while s1 is up");
+}
+
+fn full_primaries_queue_rather_than_use_the_backup(driver: DriverChoice) {
+    // Two primaries that take one request at a time, and a backup: six requests at once
+    // wait for the primaries, none goes to the backup (HAProxy: a backup serves only
+    // while no primary is up).
+    let mut o = origins(2);
+    o.push(Origin::start("bk").unwrap());
+    let r = start(
+        Web::new(&[&o[0], &o[1], &o[2]])
+            .server_extra(0, "maxconn = 1")
+            .server_extra(1, "maxconn = 1")
+            .server_extra(2, "backup = true")
+            .config(),
+        driver,
+    );
+    let addr = r.addr("web");
+    let nodes: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..6)
+            .map(|_| {
+                sc.spawn(move || {
+                    tools::client::get(addr, "/slow?ms=300").map(|r| (r.status, node(&r)))
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| match h.join().unwrap() {
+                Ok((200, n)) => n,
+                other => format!("{other:?}"),
+            })
+            .collect()
+    });
+    assert!(
+        nodes.iter().all(|n| n == "s1" || n == "s2"),
+        "every request on a primary, none on the backup: {nodes:?}"
+    );
+    assert_eq!(o[2].requests(), 0, "the backup took no request");
 }
 
 fn connect_failure_retried_elsewhere(driver: DriverChoice) {
