@@ -632,10 +632,16 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
         }
         match l.accept().await {
             Ok((stream, peer)) => {
-                if w.shared.conns.fetch_add(1, Ordering::Relaxed) >= max {
-                    w.shared.conns.fetch_sub(1, Ordering::Relaxed);
-                    drop(stream);
-                    continue;
+                // Another core may have taken the last slot between the check above and
+                // this accept: then this connection waits here for one (the client sees
+                // what it would in the kernel's queue), and this listener accepts nothing
+                // more meanwhile. Never accepted and dropped.
+                while !take_conn_slot(&w.shared) && !w.stopping.get() {
+                    monoio::time::sleep(Duration::from_millis(5)).await;
+                }
+                if w.stopping.get() {
+                    // Stopping: it is still answered (and then closed), past the limit.
+                    w.shared.conns.fetch_add(1, Ordering::Relaxed);
                 }
                 w.conn_opened();
                 crate::proxy::spawn_accepted(w.clone(), fe, stream, peer);
@@ -648,6 +654,24 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
                 tracing::warn!(core = w.id, "accept failed: {e}");
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+    }
+}
+
+/// Takes one of `global.maxconn`'s slots (all cores together) if one is free.
+fn take_conn_slot(shared: &Shared) -> bool {
+    let max = shared.maxconn.load(Ordering::Relaxed);
+    let mut cur = shared.conns.load(Ordering::Relaxed);
+    loop {
+        if cur >= max {
+            return false;
+        }
+        match shared
+            .conns
+            .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) => return true,
+            Err(c) => cur = c,
         }
     }
 }
