@@ -267,6 +267,7 @@ fn example(header: &str, lead: Option<&str>, key: &str) -> Option<&'static str> 
         "max_body_bytes" => "max_body_bytes = 1073741824   # 0: no limit",
         "pool_max_idle_per_server" => "pool_max_idle_per_server = 1000   # 0: no pooling",
         "pool_idle_timeout" => "pool_idle_timeout = \"30s\"",
+        "drop_underscore_headers" => "drop_underscore_headers = true",
         "timeout_connect" => "timeout_connect = \"5s\"",
         "timeout_client" => "timeout_client = \"50s\"",
         "timeout_server" => "timeout_server = \"50s\"",

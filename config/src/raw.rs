@@ -114,6 +114,7 @@ pub(crate) struct RawLimits {
     pub max_body_bytes: Option<S<i64>>,
     pub pool_max_idle_per_server: Option<S<i64>>,
     pub pool_idle_timeout: Option<S<Scalar>>,
+    pub drop_underscore_headers: Option<S<bool>>,
 }
 
 /// `[defaults]`; the same fields are repeated in `RawFrontend` and `RawBackend`.

@@ -46,6 +46,11 @@ pub struct Limits {
     pub pool_max_idle_per_server: usize,
     /// How long an idle pooled server connection is kept. Default 30s.
     pub pool_idle_timeout: Duration,
+    /// Request headers whose names hold an underscore are not forwarded (nginx's and
+    /// Apache's rule): PHP sees `X_Forwarded_Proto` as `HTTP_X_FORWARDED_PROTO`, the
+    /// same as the header the engine sets. Default true. Whatever this says, a name that
+    /// differs from a header the engine sets only by `_` for `-` is never forwarded.
+    pub drop_underscore_headers: bool,
 }
 
 impl Default for Limits {
@@ -58,6 +63,7 @@ impl Default for Limits {
             // the default maxconn's; `validate` sets the configured maxconn's
             pool_max_idle_per_server: 20000,
             pool_idle_timeout: Duration::from_secs(30),
+            drop_underscore_headers: true,
         }
     }
 }

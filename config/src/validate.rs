@@ -792,6 +792,9 @@ fn validate_limits(l: Option<&RawLimits>, cx: &mut Ctx) -> Limits {
             out.pool_idle_timeout = d;
         }
     }
+    if let Some(v) = &l.drop_underscore_headers {
+        out.drop_underscore_headers = *v.get_ref();
+    }
     out
 }
 

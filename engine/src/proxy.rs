@@ -711,7 +711,19 @@ impl Ctx<'_> {
     }
 }
 
-fn is_excluded_header(name: &[u8], kind: Hdr, fe: &FrontendRt) -> bool {
+fn is_excluded_header(name: &[u8], kind: Hdr, fe: &FrontendRt, drop_underscore: bool) -> bool {
+    if name.contains(&b'_') {
+        // PHP (CGI) turns `-` into `_`: `X_Forwarded_Proto` would reach Moodle as the
+        // header the engine sets. Dropped unless allowed; even then never one that
+        // passes for a protected name.
+        return drop_underscore || {
+            let dashed: Vec<u8> = name
+                .iter()
+                .map(|&c| if c == b'_' { b'-' } else { c })
+                .collect();
+            is_excluded_header(&dashed, crate::http::head::hdr_kind(&dashed), fe, true)
+        };
+    }
     (fe.cfg.forwarded_for && kind == Hdr::XForwardedFor)
         || kind == Hdr::XForwardedProto
         || kind == Hdr::XForwardedSsl
@@ -719,12 +731,14 @@ fn is_excluded_header(name: &[u8], kind: Hdr, fe: &FrontendRt) -> bool {
 }
 
 /// Writes the request head for the server. Returns the server cookie the request named.
+#[allow(clippy::too_many_arguments)]
 fn build_request_head(
     buf: &[u8],
     req: &RequestHead,
     fe: &FrontendRt,
     be: Option<&crate::snapshot::BackendRt>,
     xff: &str,
+    drop_underscore: bool,
     out: &mut Vec<u8>,
     turn: &mut Option<Vec<u8>>,
 ) -> Option<Vec<u8>> {
@@ -739,7 +753,7 @@ fn build_request_head(
             continue;
         }
         let name = f.name(buf);
-        if is_excluded_header(name, f.kind, fe) {
+        if is_excluded_header(name, f.kind, fe, drop_underscore) {
             continue;
         }
         let mut value = f.value(buf);
@@ -884,11 +898,11 @@ async fn exchange<S: ClientIo>(
 
     // ROUTE: redirect to HTTPS unless the path is an exception.
     if let Some(r) = &fe.cfg.redirect_https {
-        let target = req.target(cb.data());
-        let excepted = r
-            .except_prefixes
-            .iter()
-            .any(|p| target.starts_with(p.as_bytes()));
+        // Judged on the normalised path: a target with dot segments is never excepted.
+        let excepted = crate::http::path::under_prefix(
+            req.target(cb.data()),
+            r.except_prefixes.iter().map(String::as_str),
+        );
         if !excepted || fe.backend.is_none() {
             let (status, resp) = match redirect_location(cb.data(), &req, &fe.redirect_port) {
                 Some(loc) => (
@@ -934,7 +948,17 @@ async fn exchange<S: ClientIo>(
     // The head for the server (the same whichever server takes it).
     let mut turn: Option<Vec<u8>> = None;
     let mut out = w.get_buf();
-    let sticky = build_request_head(cb.data(), &req, fe, Some(be), xff, &mut out, &mut turn);
+    let drop_underscore = snap.cfg.limits.drop_underscore_headers;
+    let sticky = build_request_head(
+        cb.data(),
+        &req,
+        fe,
+        Some(be),
+        xff,
+        drop_underscore,
+        &mut out,
+        &mut turn,
+    );
     let need_host = if req.host.is_none() { Some(()) } else { None };
     let method = req.method;
     let head_len = req.head_len;

@@ -13,6 +13,7 @@ both_drivers!(
     each_code_with_exact_location,
     port_option,
     exceptions_go_to_backend,
+    exceptions_judged_on_the_normalised_path,
     bad_host_is_400_not_a_redirect,
     client_forwarded_headers_removed,
 );
@@ -214,6 +215,31 @@ fn exceptions_go_to_backend(driver: DriverChoice) {
     }
     let resp = get(r.addr("p443"), &format!("{ACME}t"), "moodle.example.edu");
     assert_eq!(resp.header("x-node"), Some("s1"));
+}
+
+fn exceptions_judged_on_the_normalised_path(driver: DriverChoice) {
+    // Dot segments (plain or percent-encoded) and encoded slashes never ride the ACME
+    // exception to a page over plain HTTP: they are redirected like any other path.
+    let o = origins(1);
+    let r = engine(&o[0], driver);
+    let a = r.addr("r301");
+    for path in [
+        "/.well-known/acme-challenge/../../index.php",
+        "/.well-known/acme-challenge/%2e%2e/%2E%2E/login/index.php",
+        "/.well-known/acme-challenge/.%2e/.%2e/my/",
+        "/.well-known/acme-challenge/..%2f..%2findex.php",
+        "/.well-known/acme-challenge/./token",
+        "/echo/../index.php",
+    ] {
+        let before = o[0].requests();
+        let resp = get(a, path, "moodle.example.edu");
+        assert_eq!(resp.status, 301, "{path} redirected");
+        assert_eq!(
+            resp.header("location"),
+            Some(format!("https://moodle.example.edu{path}").as_str())
+        );
+        assert_eq!(o[0].requests(), before, "{path} never reached the server");
+    }
 }
 
 /// Sends `raw`, returns the status and the Location header (if any).

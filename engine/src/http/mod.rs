@@ -1,8 +1,9 @@
 //! HTTP/1.x, sans-io: head parsing and validation ([`head`]), the chunked coding
-//! ([`chunked`]), and the small writers the proxy uses to build heads.
+//! ([`chunked`]), normalised paths for path rules ([`path`]), and the small writers the proxy uses to build heads.
 
 pub mod chunked;
 pub mod head;
+pub mod path;
 
 pub use head::{
     BodyLen, HeadLimits, Method, RequestError, RequestHead, ResponseError, ResponseHead,
