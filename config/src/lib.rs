@@ -11,11 +11,14 @@
 //!   into one diagnostic with the field's place and a fix ("did you mean ...").
 //! - `validate` (private): raw to [`types`], collecting every error and warning at once,
 //!   reading the files the configuration refers to (errorfile, waiting room, certificates).
+//! - [`files`]: the files a configuration names, read with a bound (regular files only,
+//!   within a size limit).
 //! - `duration` (private): [`parse_duration`].
 //! - this file: [`load_file`], [`load_str`] and their `_with` forms taking [`LoadOptions`].
 
 pub mod diag;
 mod duration;
+pub mod files;
 mod perr;
 mod raw;
 pub mod types;
@@ -57,7 +60,7 @@ pub fn load_file_with(path: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Dia
         message,
         fix: fix.to_owned(),
     };
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = files::read_bounded(path, files::CONFIG_LIMIT).map_err(|e| {
         vec![whole_file(
             format!("cannot read the configuration file: {e}"),
             "give the path of an existing, readable lb.toml (engine check -c /etc/engine/lb.toml)",

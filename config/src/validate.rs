@@ -251,13 +251,14 @@ impl Ctx<'_> {
         }
     }
 
-    /// A file read whole, or an error explaining why it cannot be.
+    /// A regular file of at most `limit` bytes read whole, or an error explaining why it
+    /// cannot be.
     fn read_file(
         &mut self,
         v: &S<String>,
-        prefix: &str,
-        key: &str,
+        (prefix, key): (&str, &str),
         what: &str,
+        limit: u64,
     ) -> Option<(PathBuf, Vec<u8>)> {
         let raw = v.get_ref();
         if raw.trim().is_empty() {
@@ -273,22 +274,18 @@ impl Ctx<'_> {
             return None;
         }
         let path = self.resolve(raw);
-        match std::fs::read(&path) {
+        match crate::files::read_bounded(&path, limit) {
             Ok(b) => Some((path, b)),
             Err(e) => {
-                let (msg, fix) = match e.kind() {
-                    std::io::ErrorKind::NotFound => (
-                        format!("{} does not exist", path.display()),
-                        format!("write the path of {what}; a relative path is relative to the folder of this file ({})", self.base.display()),
-                    ),
-                    std::io::ErrorKind::PermissionDenied => (
-                        format!("cannot read {}: permission denied", path.display()),
-                        "make the file readable by the user that runs the engine (chmod / chown)".to_owned(),
-                    ),
-                    _ if path.is_dir() => (format!("{} is a folder, not a file", path.display()), format!("write the path of {what} itself")),
-                    _ => (format!("cannot read {}: {e}", path.display()), format!("write the path of {what}")),
+                use crate::files::FileError;
+                let fix = match &e {
+                    FileError::NotFound(_) => format!("write the path of {what}; a relative path is relative to the folder of this file ({})", self.base.display()),
+                    FileError::PermissionDenied(_) => "make the file readable by the user that runs the engine (chmod / chown)".to_owned(),
+                    FileError::NotRegular { .. } => format!("write the path of {what} itself: a regular file, not a device, FIFO or folder"),
+                    FileError::TooLarge { .. } => format!("{what} may be at most {limit} bytes: make it smaller"),
+                    FileError::Io { .. } => format!("write the path of {what}"),
                 };
-                self.err(&v.span(), fld(prefix, key), msg, fix);
+                self.err(&v.span(), fld(prefix, key), e.to_string(), fix);
                 None
             }
         }
@@ -1215,7 +1212,7 @@ fn check_pem(
         PemWant::Cert => "a PEM certificate chain",
         PemWant::Key => "a PEM private key",
     };
-    let (path, bytes) = cx.read_file(&fake, prefix, key, what)?;
+    let (path, bytes) = cx.read_file(&fake, (prefix, key), what, crate::files::PEM_LIMIT)?;
     let text = String::from_utf8_lossy(&bytes);
     let f = fld(prefix, key);
     if !text.contains("-----BEGIN") {
@@ -1304,7 +1301,12 @@ fn validate_backend(b: &S<RawBackend>, label: &str, defaults: &Timeouts, cx: &mu
     };
 
     let errorfile_503 = rb.errorfile_503.as_ref().and_then(|v| {
-        let (path, bytes) = cx.read_file(v, label, "errorfile_503", "a raw HTTP response file")?;
+        let (path, bytes) = cx.read_file(
+            v,
+            (label, "errorfile_503"),
+            "a raw HTTP response file",
+            crate::files::PAGE_LIMIT,
+        )?;
         match normalise_errorfile(&bytes) {
             Ok(bytes) => Some(LoadedFile { path, bytes }),
             Err((m, f)) => {
@@ -1357,7 +1359,12 @@ fn validate_backend(b: &S<RawBackend>, label: &str, defaults: &Timeouts, cx: &mu
         .map(|n| n as u32);
 
     let waiting_room = rb.waiting_room.as_ref().and_then(|v| {
-        let (path, bytes) = cx.read_file(v, label, "waiting_room", "an HTML page")?;
+        let (path, bytes) = cx.read_file(
+            v,
+            (label, "waiting_room"),
+            "an HTML page",
+            crate::files::PAGE_LIMIT,
+        )?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             cx.err(
                 &v.span(),

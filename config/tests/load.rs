@@ -436,6 +436,7 @@ max_headers = 50
 max_body_bytes = 0
 pool_max_idle_per_server = 8
 pool_idle_timeout = "90s"
+drop_underscore_headers = false
 
 [log]
 access = "logs/access.log"
@@ -509,7 +510,8 @@ backup = true
             max_headers: 50,
             max_body_bytes: 0,
             pool_max_idle_per_server: 8,
-            pool_idle_timeout: Duration::from_secs(90)
+            pool_idle_timeout: Duration::from_secs(90),
+            drop_underscore_headers: false,
         }
     );
     assert_eq!(

@@ -4,8 +4,6 @@
 //! http/1.1; TLS 1.2 and 1.3; tickets shared by all cores and a session cache per core.
 
 use std::fmt;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -42,11 +40,14 @@ fn read_pem(
     path: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, Option<PrivateKeyDer<'static>>), TlsError> {
     let p = path.display().to_string();
-    let f = File::open(path).map_err(|err| TlsError::Read {
-        path: p.clone(),
-        err,
+    // Regular files within 1 MiB only (the configuration's check, again at load).
+    let bytes = config::files::read_bounded(path, config::files::PEM_LIMIT).map_err(|e| {
+        TlsError::Read {
+            path: p.clone(),
+            err: std::io::Error::other(e.to_string()),
+        }
     })?;
-    let mut r = BufReader::new(f);
+    let mut r = bytes.as_slice();
     let mut certs = Vec::new();
     let mut key = None;
     for item in rustls_pemfile::read_all(&mut r) {
