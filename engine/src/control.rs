@@ -519,13 +519,20 @@ pub struct Control {
     pub states: Arc<std::sync::Mutex<Arc<States>>>,
 }
 
+/// The listeners the health-check thread serves besides its probes.
+#[derive(Default)]
+pub struct Endpoints {
+    pub admin: Option<std::os::unix::net::UnixListener>,
+    pub stats: Option<std::net::TcpListener>,
+}
+
 impl Control {
     pub fn start(
         snap: Arc<Snapshot>,
         shared: Arc<Shared>,
         senders: Vec<Sender<Update>>,
-        tx: Sender<ControlMsg>,
-        rx: Receiver<ControlMsg>,
+        (tx, rx): (Sender<ControlMsg>, Receiver<ControlMsg>),
+        endpoints: Endpoints,
     ) -> std::io::Result<Control> {
         let states = Arc::new(std::sync::Mutex::new(Arc::new(States::initial(&snap))));
         let out = states.clone();
@@ -542,7 +549,7 @@ impl Control {
                         return;
                     }
                 };
-                rt.block_on(run(State::new(snap, shared, senders, out), rx));
+                rt.block_on(run(State::new(snap, shared, senders, out), rx, endpoints));
             })?;
         Ok(Control {
             tx,
@@ -579,9 +586,19 @@ impl Control {
     }
 }
 
-async fn run(state: State, rx: Receiver<ControlMsg>) {
+async fn run(state: State, rx: Receiver<ControlMsg>, endpoints: Endpoints) {
     let st = Rc::new(RefCell::new(state));
     spawn_probes(&st);
+    if let Some(l) = endpoints.admin {
+        let st = st.clone();
+        let answer: crate::admin::Answer = Rc::new(move |line| st.borrow_mut().admin(line));
+        monoio::spawn(crate::admin::serve(l, answer));
+    }
+    if let Some(l) = endpoints.stats {
+        let st = st.clone();
+        let view: crate::stats::View = Rc::new(move || st.borrow().view());
+        monoio::spawn(crate::stats::serve(l, view));
+    }
     let mut last_slowstart = Instant::now();
     loop {
         monoio::time::sleep(Duration::from_millis(20)).await;

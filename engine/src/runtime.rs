@@ -438,22 +438,9 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
             let _ = t.join();
         }
     };
-    let control = match Control::start(
-        snap.clone(),
-        shared.clone(),
-        senders,
-        ctl_tx.clone(),
-        ctl_rx,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            stop_all(threads);
-            return Err(EngineError::Thread(e));
-        }
-    };
-    let admin = match &snap.cfg.global.admin_socket {
-        Some(p) => match crate::admin::start(p, ctl_tx.clone()) {
-            Ok(a) => Some(a),
+    let (admin, admin_listener) = match &snap.cfg.global.admin_socket {
+        Some(p) => match crate::admin::bind(p) {
+            Ok((a, l)) => (Some(a), Some(l)),
             Err(err) => {
                 stop_all(threads);
                 return Err(EngineError::Admin {
@@ -462,17 +449,34 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
                 });
             }
         },
-        None => None,
+        None => (None, None),
     };
-    let stats_addr = match snap.cfg.global.stats {
-        Some(a) => match crate::stats::start(a, ctl_tx.clone()) {
-            Ok(real) => Some(real),
+    let (stats_addr, stats_listener) = match snap.cfg.global.stats {
+        Some(a) => match crate::stats::bind(a) {
+            Ok((l, real)) => (Some(real), Some(l)),
             Err(err) => {
                 stop_all(threads);
                 return Err(EngineError::Bind { addr: a, err });
             }
         },
-        None => None,
+        None => (None, None),
+    };
+    let endpoints = crate::control::Endpoints {
+        admin: admin_listener,
+        stats: stats_listener,
+    };
+    let control = match Control::start(
+        snap.clone(),
+        shared.clone(),
+        senders,
+        (ctl_tx.clone(), ctl_rx),
+        endpoints,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            stop_all(threads);
+            return Err(EngineError::Thread(e));
+        }
     };
     tracing::info!(cores, driver = driver.as_str(), "engine running");
     drop(states);

@@ -1,115 +1,166 @@
 //! The stats endpoint on `global.stats`: `GET /` an HTML page, `GET /stats.json` the same
-//! data as JSON, `GET /metrics` the Prometheus text format. Served from a thread of its
-//! own; the data comes from the health-check thread, which merges the cores' reports
-//! (their hdrhistograms included) off the request path.
+//! data as JSON, `GET /metrics` the Prometheus text format. Served as tasks of the
+//! health-check thread's runtime (no thread per connection), from the data that thread
+//! merges from the cores' reports (their hdrhistograms included), off the request path.
+//!
+//! Bounded like everything a client controls: [`MAX_CONNS`] connections at once (past
+//! it a new one is closed at once), a request head of at most 16 KiB, [`IDLE`] without a
+//! request and the connection is closed.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
-use crate::control::{ControlMsg, StatsView};
+use crate::control::StatsView;
 
-pub fn fetch(tx: &Sender<ControlMsg>) -> Option<Box<StatsView>> {
-    let (rtx, rrx) = crossbeam_channel::bounded(1);
-    tx.send(ControlMsg::Stats(rtx)).ok()?;
-    rrx.recv_timeout(Duration::from_secs(5)).ok()
-}
+/// Stats connections served at once.
+pub const MAX_CONNS: usize = 64;
+/// A connection with no request for this long is closed.
+pub const IDLE: Duration = Duration::from_secs(10);
+const MAX_HEAD: usize = 16 * 1024;
 
-/// Binds the stats address and serves it from a thread. Returns the bound address.
-pub fn start(addr: SocketAddr, tx: Sender<ControlMsg>) -> std::io::Result<SocketAddr> {
-    let l = TcpListener::bind(addr)?;
+/// Binds the stats address. Returns the listener and the bound address.
+pub fn bind(addr: SocketAddr) -> std::io::Result<(std::net::TcpListener, SocketAddr)> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
     let real = l.local_addr()?;
-    std::thread::Builder::new()
-        .name("engine-stats".into())
-        .spawn(move || {
-            for conn in l.incoming() {
-                let Ok(conn) = conn else { continue };
-                let tx = tx.clone();
-                let _ = std::thread::Builder::new()
-                    .name("engine-stats-conn".into())
-                    .spawn(move || serve(conn, &tx));
-            }
-        })?;
-    Ok(real)
+    Ok((l, real))
 }
 
-fn serve(mut conn: TcpStream, tx: &Sender<ControlMsg>) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut buf = Vec::with_capacity(4096);
-    loop {
-        // One request per read cycle; keep-alive as long as the client wants.
-        let head_len = loop {
-            let mut hdrs = [httparse::EMPTY_HEADER; 64];
-            let mut req = httparse::Request::new(&mut hdrs);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    break Some((
-                        n,
-                        req.method.unwrap_or("").to_string(),
-                        req.path.unwrap_or("/").to_string(),
-                        req.version == Some(0),
-                        req.headers.iter().any(|h| {
-                            h.name.eq_ignore_ascii_case("connection")
-                                && h.value.eq_ignore_ascii_case(b"close")
-                        }),
-                    ))
-                }
-                Ok(httparse::Status::Partial) if buf.len() < 16384 => {}
-                _ => break None,
-            }
-            let mut tmp = [0u8; 4096];
-            match conn.read(&mut tmp) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        };
-        let Some((n, method, path, http10, close)) = head_len else {
-            let _ = conn.write_all(
-                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
+/// The stats page's data, now (the health-check thread's state).
+pub type View = Rc<dyn Fn() -> StatsView>;
+
+/// Accepts stats connections until the runtime ends (a task of the health-check thread).
+pub async fn serve(l: std::net::TcpListener, view: View) {
+    let l = match monoio::net::TcpListener::from_std(l) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("stats listener refused by the runtime: {e}");
             return;
-        };
-        buf.drain(..n);
-        let path = path.split('?').next().unwrap_or("/").to_string();
-        let (status, ctype, body) = if method != "GET" && method != "HEAD" {
-            (405, "text/plain", "only GET\n".to_string())
-        } else {
-            match (path.as_str(), fetch(tx)) {
-                (_, None) => (503, "text/plain", "the engine is stopping\n".to_string()),
-                ("/", Some(v)) => (200, "text/html; charset=utf-8", render_html(&v)),
-                ("/stats.json", Some(v)) => (
-                    200,
-                    "application/json",
-                    serde_json::to_string_pretty(&*v).unwrap_or_default(),
-                ),
-                ("/metrics", Some(v)) => (
-                    200,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    render_metrics(&v),
-                ),
-                _ => (
-                    404,
-                    "text/plain",
-                    "not found: try /, /stats.json or /metrics\n".to_string(),
-                ),
-            }
-        };
-        let keep = !http10 && !close;
-        let head = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}\r\n",
-            crate::http::reason(status),
-            body.len(),
-            if keep { "" } else { "Connection: close\r\n" }
-        );
-        let mut out = head.into_bytes();
-        if method != "HEAD" {
-            out.extend_from_slice(body.as_bytes());
         }
-        if conn.write_all(&out).is_err() || !keep {
-            return;
+    };
+    let open = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let Ok((conn, _)) = l.accept().await else {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        if open.get() >= MAX_CONNS {
+            drop(conn);
+            continue;
+        }
+        open.set(open.get() + 1);
+        let (open, view) = (open.clone(), view.clone());
+        monoio::spawn(async move {
+            connection(conn, &*view).await;
+            open.set(open.get() - 1);
+        });
+    }
+}
+
+/// One parsed request: method, path (no query), whether the connection stays open.
+struct Req {
+    head_len: usize,
+    method: String,
+    path: String,
+    keep: bool,
+}
+
+/// Parses a request head; `Err` for a malformed or oversized one.
+fn parse(buf: &[u8]) -> Result<Option<Req>, ()> {
+    let mut hdrs = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut hdrs);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            let close = req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+            });
+            let path = req.path.unwrap_or("/");
+            Ok(Some(Req {
+                head_len: n,
+                method: req.method.unwrap_or("").to_string(),
+                path: path.split('?').next().unwrap_or("/").to_string(),
+                keep: req.version == Some(1) && !close,
+            }))
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Ok(None),
+        _ => Err(()),
+    }
+}
+
+/// The whole response to one request.
+fn respond(req: &Req, view: &dyn Fn() -> StatsView) -> Vec<u8> {
+    let (status, ctype, body) = if req.method != "GET" && req.method != "HEAD" {
+        (405, "text/plain", "only GET\n".to_string())
+    } else {
+        match req.path.as_str() {
+            "/" => (200, "text/html; charset=utf-8", render_html(&view())),
+            "/stats.json" => (
+                200,
+                "application/json",
+                serde_json::to_string_pretty(&view()).unwrap_or_default(),
+            ),
+            "/metrics" => (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                render_metrics(&view()),
+            ),
+            _ => (
+                404,
+                "text/plain",
+                "not found: try /, /stats.json or /metrics\n".to_string(),
+            ),
+        }
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}\r\n",
+        crate::http::reason(status),
+        body.len(),
+        if req.keep { "" } else { "Connection: close\r\n" }
+    );
+    let mut out = head.into_bytes();
+    if req.method != "HEAD" {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+async fn connection(mut conn: monoio::net::TcpStream, view: &dyn Fn() -> StatsView) {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let req = loop {
+            match parse(&buf) {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                Err(()) => {
+                    let bad = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let _ = monoio::time::timeout(IDLE, conn.write_all(bad.to_vec())).await;
+                    return;
+                }
+            }
+            if buf.len() == buf.capacity() {
+                buf.reserve(4096);
+            }
+            let len = buf.len();
+            let (r, b) = match monoio::time::timeout(IDLE, conn.read(buf.slice_mut(len..))).await {
+                Ok(x) => x,
+                Err(_) => return,
+            };
+            buf = b.into_inner();
+            match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        buf.drain(..req.head_len);
+        let out = respond(&req, view);
+        match monoio::time::timeout(IDLE, conn.write_all(out)).await {
+            Ok((Ok(_), _)) if req.keep => {}
+            _ => return,
         }
     }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod admin;
 pub mod raw;
 
 pub use engine::{DriverChoice, DriverKind, Running};

@@ -5,13 +5,12 @@
 //! weight 0 keep sticky clients; anything unknown answers `error:` and changes nothing.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use engine_tests::admin::Admin;
 use engine_tests::*;
 
 both_drivers!(
@@ -19,115 +18,6 @@ both_drivers!(
     drain_keeps_sticky_clients,
     set_weight_on_both_cores,
 );
-
-/// One connection to the admin socket.
-struct Admin {
-    w: UnixStream,
-    r: BufReader<UnixStream>,
-}
-
-impl Admin {
-    fn connect(path: &Path) -> Admin {
-        let s = UnixStream::connect(path)
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Admin {
-            w: s.try_clone().unwrap(),
-            r: BufReader::new(s),
-        }
-    }
-
-    /// Sends one line; returns the answer's lines up to (not including) the empty line.
-    fn ask(&mut self, line: &str) -> Vec<String> {
-        self.w
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("write to the admin socket");
-        let mut out = Vec::new();
-        loop {
-            let mut l = String::new();
-            let n = self
-                .r
-                .read_line(&mut l)
-                .unwrap_or_else(|e| panic!("reading the answer to {line:?}: {e}; so far {out:?}"));
-            assert!(
-                n > 0,
-                "admin socket closed before the empty line ending the answer to {line:?}: {out:?}"
-            );
-            assert!(
-                l.ends_with('\n'),
-                "answer to {line:?} cut short: {out:?} {l:?}"
-            );
-            let l = l.trim_end_matches('\n').trim_end_matches('\r');
-            if l.is_empty() {
-                return out;
-            }
-            out.push(l.to_string());
-        }
-    }
-
-    /// A command that must succeed: its answer does not begin with `error:`.
-    fn ok(&mut self, line: &str) -> Vec<String> {
-        let a = self.ask(line);
-        assert!(
-            !a.first().is_some_and(|l| l.starts_with("error:")),
-            "{line:?} answered {a:?}"
-        );
-        a
-    }
-
-    /// `show servers`: "backend/server" -> the other six fields.
-    fn servers(&mut self) -> HashMap<String, ServerLine> {
-        let a = self.ask("show servers");
-        assert!(
-            a.first().is_some_and(|l| l.starts_with("# ")),
-            "show servers begins with a header line `# `: {a:?}"
-        );
-        a[1..]
-            .iter()
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                assert_eq!(
-                    f.len(),
-                    7,
-                    "`backend/server address state weight active queued total`: {l:?}"
-                );
-                let n = |i: usize| -> u64 {
-                    f[i].parse()
-                        .unwrap_or_else(|_| panic!("field {i} of {l:?} is a number"))
-                };
-                (
-                    f[0].to_string(),
-                    ServerLine {
-                        address: f[1].to_string(),
-                        state: f[2].to_string(),
-                        weight: n(3),
-                        active: n(4),
-                        queued: n(5),
-                        total: n(6),
-                    },
-                )
-            })
-            .collect()
-    }
-
-    fn state(&mut self, name: &str) -> (String, u64) {
-        let s = self.servers();
-        let l = s
-            .get(name)
-            .unwrap_or_else(|| panic!("{name} in show servers: {s:?}"));
-        (l.state.clone(), l.weight)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ServerLine {
-    address: String,
-    state: String,
-    weight: u64,
-    active: u64,
-    queued: u64,
-    total: u64,
-}
 
 /// Three origins s1..s3, the admin socket in a temp dir, `backend_extra` pasted in.
 fn setup(driver: DriverChoice, backend_extra: &str) -> (Vec<Origin>, Running, PathBuf) {
