@@ -10,13 +10,26 @@ use tools::origin::Origin;
 
 use crate::runtime::Options;
 
-/// A free loopback port near `want`, else any.
-fn port(want: u16) -> u16 {
-    for p in want..want.saturating_add(20) {
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
+/// For each wanted port, that one or the next free one near it, never one already
+/// picked for another (`free` says whether a port can be bound now); 0 where nothing
+/// near is free (the caller then asks the kernel for any).
+pub fn pick_ports(wanted: &[u16], free: impl Fn(u16) -> bool) -> Vec<u16> {
+    let mut picked: Vec<u16> = Vec::new();
+    for &want in wanted {
+        let p = (want..want.saturating_add(50))
+            .find(|p| !picked.contains(p) && !wanted[picked.len() + 1..].contains(p) && free(*p))
+            .unwrap_or(0);
+        picked.push(p);
     }
+    picked
+}
+
+fn free_on_loopback(p: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", p)).is_ok()
+}
+
+/// A port the kernel picks, for when nothing near the wanted one is free.
+fn any_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -119,7 +132,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .context("starting the demo origins")?;
     let addrs: Vec<SocketAddr> = origins.iter().map(|o| o.addr()).collect();
-    let (http, https, plain) = (port(8080), port(8443), port(8081));
+    let ports: Vec<u16> = pick_ports(&[8080, 8443, 8081], free_on_loopback)
+        .into_iter()
+        .map(|p| if p == 0 { any_port() } else { p })
+        .collect();
+    let (http, https, plain) = (ports[0], ports[1], ports[2]);
     let text = config_text(&addrs, http, https, plain, &cert);
     let path = dir.join("lb.toml");
     std::fs::write(&path, &text).context("writing the demo configuration")?;
@@ -167,4 +184,28 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     drop(origins);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_frontend_gets_its_own_port() {
+        // 8080 taken by another program: the redirecting frontend moves, but never onto
+        // the port the plain frontend wants (nor the other way round).
+        assert_eq!(
+            pick_ports(&[8080, 8443, 8081], |p| p != 8080),
+            [8082, 8443, 8081]
+        );
+        let all_taken = |p| ![8080, 8081, 8443].contains(&p);
+        assert_eq!(
+            pick_ports(&[8080, 8443, 8081], all_taken),
+            [8082, 8444, 8083]
+        );
+        assert_eq!(
+            pick_ports(&[8080, 8443, 8081], |_| true),
+            [8080, 8443, 8081]
+        );
+    }
 }

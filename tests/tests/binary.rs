@@ -290,6 +290,12 @@ fn descriptor_limit_below_maxconn() {
 
 #[test]
 fn demo_starts_answers_and_stops() {
+    // Another program already listens on the ports the demo prefers: it moves each
+    // frontend to a port of its own (before: two frontends on 8081, refused, exit 1).
+    let held: Vec<std::net::TcpListener> = [8080u16, 8443, 8081]
+        .iter()
+        .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).ok())
+        .collect();
     let mut child = engine()
         .args(["demo", "--cores", "2"])
         .stdout(Stdio::piped())
@@ -359,6 +365,12 @@ fn demo_starts_answers_and_stops() {
         saw_login,
         "the plain frontend serves the login page: {lines:#?}"
     );
+    for u in &urls {
+        for p in [":8080/", ":8443/", ":8081/"] {
+            assert!(!u.contains(p), "{u}: a port another program holds");
+        }
+    }
+    drop(held);
     signal(&child, SIGINT);
     let st = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(st.code(), Some(0), "engine demo exits 0 after Ctrl-C");
