@@ -48,6 +48,11 @@ pub use worker::DriverKind;
 pub enum EngineError {
     #[error("frontend {0:?}: {1}")]
     Tls(String, tls::TlsError),
+    #[error(
+        "another process already listens on {0} (a second engine?): stop it first, or \
+         replace it without a gap with `engine --takeover`"
+    )]
+    InUse(std::net::SocketAddr),
     #[error("cannot listen on {addr}: {err}")]
     Bind {
         addr: std::net::SocketAddr,

@@ -230,6 +230,28 @@ impl Drop for Running {
     }
 }
 
+/// Refuses an address another socket listens on: a bind without SO_REUSEPORT fails
+/// where any listener holds it, whereas SO_REUSEPORT would let this engine share it
+/// silently with another process (a second engine taking half the connections).
+fn probe_free(addr: SocketAddr) -> Result<(), EngineError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let err = |err| EngineError::Bind { addr, err };
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    // SO_REUSEADDR only: a port with connections in TIME_WAIT is free to listen on.
+    s.set_reuse_address(true).map_err(err)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true).map_err(err)?;
+    }
+    match s.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(EngineError::InUse(addr)),
+        Err(e) => Err(err(e)),
+    }
+}
+
 fn bind_one(addr: SocketAddr) -> Result<std::net::TcpListener, EngineError> {
     let err = |err| EngineError::Bind { addr, err };
     let s =
@@ -323,6 +345,7 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
     for (fi, f) in snap.cfg.frontends.iter().enumerate() {
         let mut bound = Vec::new();
         for &a in &f.bind {
+            probe_free(a)?;
             let first = bind_one(a)?;
             let real = first
                 .local_addr()
