@@ -64,12 +64,15 @@ pub enum Cmd {
 }
 
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Colour only on a terminal: a file or journald gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -199,10 +202,11 @@ pub fn run(path: &Path, opts: Options, force: bool) -> ExitCode {
         running.stop();
         return ExitCode::from(1);
     }
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGPIPE, SIGTERM, SIGUSR1, SIGUSR2};
+    // Every signal an operator commonly sends is handled: none of them kills the engine
+    // unless it means to stop it.
     let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
+        SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -213,13 +217,18 @@ pub fn run(path: &Path, opts: Options, force: bool) -> ExitCode {
     };
     for sig in signals.forever() {
         match sig {
-            signal_hook::consts::SIGHUP => match load(path, force) {
+            SIGHUP => match load(path, force) {
                 Ok(cfg) => match running.reload(cfg) {
                     Ok(()) => tracing::info!("configuration reloaded"),
                     Err(e) => tracing::error!("{e}; the running configuration stays"),
                 },
                 Err(e) => tracing::error!("reload refused, the running configuration stays:\n{e}"),
             },
+            SIGUSR1 => match running.reopen_log() {
+                Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                Err(e) => tracing::error!("SIGUSR1: {e}; the cores keep logging where they did"),
+            },
+            SIGUSR2 | SIGPIPE => tracing::info!("signal {sig} ignored"),
             _ => {
                 tracing::info!("stopping: finishing in-flight requests");
                 break;
@@ -231,45 +240,73 @@ pub fn run(path: &Path, opts: Options, force: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Switches to `group` and `user` once the ports are bound: supplementary groups first
+/// (the user's own, or none), then the group, then the user, each checked. Any step that
+/// fails stops the engine: it never runs on as root when told to run as someone else.
 fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
     use std::ffi::CString;
-    if let Some(g) = group {
-        let c = CString::new(g).map_err(|_| format!("bad group name {g:?}"))?;
-        // SAFETY: c is a valid C string; getgrnam returns NULL or a valid pointer.
-        let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-        if gr.is_null() {
-            return Err(format!("group {g:?} does not exist"));
+    let gid = match group {
+        Some(g) => Some(group_id(g)?),
+        None => None,
+    };
+    let Some(u) = user else {
+        if let Some(gid) = gid {
+            // SAFETY: setgroups with an empty list; setgid with a gid from getgrnam.
+            if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+                return Err(format!(
+                    "cannot clear the supplementary groups: {}",
+                    last_err()
+                ));
+            }
+            if unsafe { libc::setgid(gid) } != 0 {
+                return Err(format!("cannot switch to group {group:?}: {}", last_err()));
+            }
         }
-        // SAFETY: gr checked non-null above.
-        if unsafe { libc::setgid((*gr).gr_gid) } != 0 {
-            return Err(format!(
-                "cannot switch to group {g:?}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    if let Some(u) = user {
-        let c = CString::new(u).map_err(|_| format!("bad user name {u:?}"))?;
-        // SAFETY: as above.
-        let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+        return Ok(());
+    };
+    let c = CString::new(u).map_err(|_| format!("bad user name {u:?}"))?;
+    // SAFETY: c is a valid C string; getpwnam returns NULL or a valid pointer, read at once.
+    let (uid, user_gid) = unsafe {
+        let pw = libc::getpwnam(c.as_ptr());
         if pw.is_null() {
             return Err(format!("user {u:?} does not exist"));
         }
-        // SAFETY: pw checked non-null above.
-        unsafe {
-            if group.is_none() && libc::setgid((*pw).pw_gid) != 0 {
-                return Err(format!(
-                    "cannot switch to the group of {u:?}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            if libc::setuid((*pw).pw_uid) != 0 {
-                return Err(format!(
-                    "cannot switch to user {u:?}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
+        ((*pw).pw_uid, (*pw).pw_gid)
+    };
+    let gid = gid.unwrap_or(user_gid);
+    // SAFETY: plain credential calls with values read above; glibc applies them to every
+    // thread of the process.
+    unsafe {
+        if libc::initgroups(c.as_ptr(), gid) != 0 {
+            return Err(format!("cannot set the groups of {u:?}: {}", last_err()));
+        }
+        if libc::setgid(gid) != 0 {
+            return Err(format!("cannot switch to group {gid}: {}", last_err()));
+        }
+        if libc::setuid(uid) != 0 {
+            return Err(format!("cannot switch to user {u:?}: {}", last_err()));
+        }
+        if uid != 0 && (libc::getuid() == 0 || libc::geteuid() == 0 || libc::setuid(0) == 0) {
+            return Err(format!(
+                "still root after switching to {u:?}: refusing to run"
+            ));
         }
     }
     Ok(())
+}
+
+fn group_id(g: &str) -> Result<libc::gid_t, String> {
+    let c = std::ffi::CString::new(g).map_err(|_| format!("bad group name {g:?}"))?;
+    // SAFETY: c is a valid C string; getgrnam returns NULL or a valid pointer, read at once.
+    unsafe {
+        let gr = libc::getgrnam(c.as_ptr());
+        if gr.is_null() {
+            return Err(format!("group {g:?} does not exist"));
+        }
+        Ok((*gr).gr_gid)
+    }
+}
+
+fn last_err() -> std::io::Error {
+    std::io::Error::last_os_error()
 }

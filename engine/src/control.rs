@@ -54,6 +54,8 @@ pub struct CoreReport {
     /// Requests waiting per backend on this core.
     pub queued: Vec<u32>,
     pub queue_wait: Vec<Histogram<u64>>,
+    /// Failed TLS handshakes per frontend.
+    pub tls_failures: Vec<u64>,
 }
 
 #[derive(Clone)]
@@ -83,7 +85,15 @@ pub struct StatsView {
     pub cores: usize,
     pub driver: String,
     pub connections: usize,
+    pub frontends: Vec<FrontendView>,
     pub backends: Vec<BackendView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FrontendView {
+    pub name: String,
+    pub tls: bool,
+    pub tls_handshake_failures: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -500,6 +510,19 @@ impl State {
                 .unwrap_or("io_uring")
                 .into(),
             connections: self.shared.conns.load(Ordering::Relaxed),
+            frontends: snap
+                .frontends
+                .iter()
+                .enumerate()
+                .map(|(fi, f)| FrontendView {
+                    name: f.name.clone(),
+                    tls: f.tls.is_some(),
+                    tls_handshake_failures: reports
+                        .iter()
+                        .map(|r| r.tls_failures.get(fi).copied().unwrap_or(0))
+                        .sum(),
+                })
+                .collect(),
             backends,
         }
     }

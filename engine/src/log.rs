@@ -102,6 +102,18 @@ impl AccessLog {
         !matches!(self.sink, Sink::Off)
     }
 
+    /// Writes what is buffered to the old sink, then logs to `sink` (a reopened file
+    /// after logrotate moved the old one, or a reloaded `[log]`).
+    pub fn replace(&mut self, sink: Sink, format: LogFormat, dontlognull: bool) {
+        self.flush();
+        if self.buf.capacity() == 0 && sink_kind(&sink) != 0 {
+            self.buf.reserve(FLUSH_AT + 4096);
+        }
+        self.sink = sink;
+        self.format = format;
+        self.dontlognull = dontlognull;
+    }
+
     pub fn push(
         &mut self,
         r: &Record,

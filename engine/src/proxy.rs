@@ -298,16 +298,25 @@ async fn serve_tls(w: Rc<Worker>, fe: usize, stream: TcpStream, peer: SocketAddr
     let Some(t) = &front.tls else { return };
     let acceptor = w.tls.borrow().get(fe).cloned().flatten();
     let Some(acc) = acceptor else { return };
-    match monoio::time::timeout(t.handshake_timeout, acc.accept(stream)).await {
+    let why = match monoio::time::timeout(t.handshake_timeout, acc.accept(stream)).await {
         Ok(Ok(tls)) => {
             // From here `serve` counts the connection out.
             guard.0 = None;
-            serve(w, fe, tls, peer, true).await
+            return serve(w, fe, tls, peer, true).await;
         }
-        Ok(Err(e)) => {
-            tracing::info!(client = %peer, frontend = %front.name, "TLS handshake failed: {e}")
-        }
-        Err(_) => tracing::info!(client = %peer, frontend = %front.name, "TLS handshake timed out"),
+        Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+        Err(_) => "TLS handshake timed out".to_string(),
+    };
+    // Counted always, logged at most once a second per core.
+    let unsaid = w.tls_failures.borrow_mut().record(fe, Instant::now());
+    match unsaid {
+        Some(0) => tracing::info!(client = %peer, frontend = %front.name, "{why}"),
+        Some(n) => tracing::info!(
+            client = %peer,
+            frontend = %front.name,
+            "{why} ({n} more failed handshakes on this core in the last second, not logged)"
+        ),
+        None => {}
     }
 }
 

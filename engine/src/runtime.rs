@@ -74,6 +74,9 @@ pub struct Running {
     generation: AtomicU64,
     driver: DriverKind,
     control: Control,
+    /// Each core's update channel, for what does not go through the health-check thread
+    /// (the reopened access log).
+    cores_tx: Vec<crossbeam_channel::Sender<crate::snapshot::Update>>,
     _admin: Option<crate::admin::AdminSocket>,
     stats_addr: Option<SocketAddr>,
 }
@@ -171,7 +174,15 @@ impl Running {
                 "the frontends or their bind addresses changed: restart the engine for that".into(),
             ));
         }
-        let want = cfg.global.maxconn as usize;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let snap = Arc::new(Snapshot::build(cfg, generation)?);
+        // The access log reopened (its file may have moved) with the new [log] settings; a
+        // log that cannot be opened refuses the reload.
+        let sinks = self
+            .open_log(&snap.cfg.log)
+            .map_err(|e| EngineError::Reload(e.to_string()))?;
+        self.install_log(sinks, &snap.cfg.log);
+        let want = snap.cfg.global.maxconn as usize;
         if want > self.shared.fd_maxconn {
             tracing::warn!(
                 "maxconn {want} is past what RLIMIT_NOFILE allows ({} client connections); \
@@ -182,8 +193,6 @@ impl Running {
         self.shared
             .maxconn
             .store(want.min(self.shared.fd_maxconn), Ordering::Relaxed);
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let snap = Arc::new(Snapshot::build(cfg, generation)?);
         if let Ok(mut c) = self.current.lock() {
             *c = snap.clone();
         }
@@ -191,6 +200,29 @@ impl Running {
         // and sends the new snapshot with their states to every core.
         let _ = self.control.tx.send(ControlMsg::Config(snap));
         Ok(())
+    }
+
+    /// Reopens the access log file (logrotate moved it: SIGUSR1) and hands it to every
+    /// core, which writes what it has buffered to the old one first.
+    pub fn reopen_log(&self) -> Result<(), EngineError> {
+        let log = self.snapshot().cfg.log.clone();
+        let sinks = self.open_log(&log)?;
+        self.install_log(sinks, &log);
+        Ok(())
+    }
+
+    /// The access log opened once, a handle for each core.
+    fn open_log(&self, log: &config::Log) -> Result<Vec<Sink>, EngineError> {
+        let sink = Sink::open(&log.access).map_err(EngineError::Log)?;
+        (0..self.cores_tx.len())
+            .map(|_| sink.try_clone().map_err(EngineError::Log))
+            .collect()
+    }
+
+    fn install_log(&self, sinks: Vec<Sink>, log: &config::Log) {
+        for (tx, s) in self.cores_tx.iter().zip(sinks) {
+            let _ = tx.send(crate::snapshot::Update::Log(s, log.format, log.dontlognull));
+        }
     }
 
     /// Graceful stop: stop accepting, finish in-flight requests, close idle connections,
@@ -405,12 +437,17 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
     } else {
         Vec::new()
     };
+    if let Some(w) = oversubscribed(cores, available_cores(), opts.pin) {
+        tracing::warn!("{w}");
+    }
     let (report_tx, report_rx) = std::sync::mpsc::channel::<Result<DriverKind, EngineError>>();
     let mut threads = Vec::new();
     let mut senders = Vec::new();
+    let mut cores_tx = Vec::new();
     let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded::<ControlMsg>();
     for (i, listeners) in per_core.into_iter().enumerate() {
         let (tx, rx) = crossbeam_channel::unbounded();
+        cores_tx.push(tx.clone());
         senders.push(tx);
         let shared = shared.clone();
         let snap = snap.clone();
@@ -511,9 +548,33 @@ pub fn start(cfg: config::Config, opts: Options) -> Result<Running, EngineError>
         generation: AtomicU64::new(0),
         driver,
         control,
+        cores_tx,
         _admin: admin,
         stats_addr,
     })
+}
+
+/// A warning when there are more workers than cores: which ones share a core.
+pub fn oversubscribed(workers: usize, cores: usize, pinned: bool) -> Option<String> {
+    if workers <= cores || cores == 0 {
+        return None;
+    }
+    let shares: Vec<String> = (0..cores)
+        .map(|c| {
+            let ws: Vec<String> = (c..workers).step_by(cores).map(|w| w.to_string()).collect();
+            format!("core {c}: workers {}", ws.join(", "))
+        })
+        .collect();
+    Some(format!(
+        "{workers} worker cores on a host with {cores}: workers share cores{} ({}); \
+         use --cores {cores} or fewer",
+        if pinned {
+            ""
+        } else {
+            " (unpinned, as the scheduler places them)"
+        },
+        shares.join("; ")
+    ))
 }
 
 const RING_ENTRIES: u32 = 4096;
@@ -574,5 +635,19 @@ fn run_worker<F, Fut>(
         Err(e) => {
             let _ = report.send(Err(EngineError::Driver(e)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_workers_than_cores_is_said_with_the_sharing() {
+        assert_eq!(oversubscribed(2, 2, true), None);
+        let w = oversubscribed(8, 2, true).unwrap();
+        assert!(w.contains("8 worker cores on a host with 2"), "{w}");
+        assert!(w.contains("core 0: workers 0, 2, 4, 6"), "{w}");
+        assert!(w.contains("core 1: workers 1, 3, 5, 7"), "{w}");
     }
 }

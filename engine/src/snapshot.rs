@@ -219,10 +219,11 @@ impl States {
 }
 
 /// What a core receives between requests.
-#[derive(Debug, Clone)]
 pub enum Update {
     Config(Arc<Snapshot>, Arc<States>),
     States(Arc<States>),
+    /// The access log, reopened (SIGUSR1, reload).
+    Log(crate::log::Sink, config::LogFormat, bool),
 }
 
 /// Counters one core writes and anyone may read (single writer: plain load+store).

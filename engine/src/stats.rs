@@ -198,6 +198,26 @@ th {{ background: #f2f2f2; }} td.l, th.l {{ text-align: left; }}
         esc(&v.driver),
         v.connections
     );
+    let fronts: Vec<String> = v
+        .frontends
+        .iter()
+        .map(|f| {
+            if f.tls {
+                format!(
+                    "{} (TLS, {} failed handshakes)",
+                    esc(&f.name),
+                    f.tls_handshake_failures
+                )
+            } else {
+                esc(&f.name)
+            }
+        })
+        .collect();
+    let _ = writeln!(
+        h,
+        "<p class=\"meta\">frontends: {}</p>",
+        fronts.join(" &middot; ")
+    );
     for b in &v.backends {
         let _ = write!(
             h,
@@ -269,6 +289,15 @@ pub fn render_metrics(v: &StatsView) -> String {
         v.cores
     );
     let _ = writeln!(m, "# HELP engine_client_connections Client connections open now.\n# TYPE engine_client_connections gauge\nengine_client_connections {}", v.connections);
+    let _ = writeln!(m, "# HELP engine_frontend_tls_handshake_failures_total Failed TLS handshakes.\n# TYPE engine_frontend_tls_handshake_failures_total counter");
+    for f in v.frontends.iter().filter(|f| f.tls) {
+        let _ = writeln!(
+            m,
+            "engine_frontend_tls_handshake_failures_total{{frontend=\"{}\"}} {}",
+            label(&f.name),
+            f.tls_handshake_failures
+        );
+    }
     let _ = writeln!(m, "# HELP engine_backend_queued_requests Requests waiting for a server slot.\n# TYPE engine_backend_queued_requests gauge");
     for b in &v.backends {
         let _ = writeln!(

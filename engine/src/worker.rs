@@ -180,6 +180,36 @@ pub struct Shared {
     pub turn_key: aws_lc_rs::hmac::Key,
 }
 
+/// Failed TLS handshakes on one core: counted per frontend (for the stats), and logged
+/// at most once a second, with the number left unsaid since (a scan or a broken client
+/// must not flood the log).
+#[derive(Debug, Default)]
+pub struct TlsFailures {
+    pub counts: Vec<u64>,
+    last_line: Option<Instant>,
+    unsaid: u64,
+}
+
+impl TlsFailures {
+    /// Counts a failure; returns the number of earlier ones left unsaid when this one
+    /// should be logged, `None` when it should not.
+    pub fn record(&mut self, frontend: usize, now: Instant) -> Option<u64> {
+        if let Some(c) = self.counts.get_mut(frontend) {
+            *c += 1;
+        }
+        match self.last_line {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
+                self.unsaid += 1;
+                None
+            }
+            _ => {
+                self.last_line = Some(now);
+                Some(std::mem::take(&mut self.unsaid))
+            }
+        }
+    }
+}
+
 /// A server connection in use, for the descriptor budget (see [`Worker::pool_put`]).
 pub struct Busy<'a>(&'a Cell<usize>);
 
@@ -231,6 +261,8 @@ pub struct Worker {
     /// Requests of this core waiting per backend, and their waiting times.
     pub queued: RefCell<Vec<u32>>,
     pub queue_hist: RefCell<Vec<Histogram<u64>>>,
+    /// Failed TLS handshakes per frontend, and the rate limit on their log lines.
+    pub tls_failures: RefCell<TlsFailures>,
     ticks: Cell<u64>,
     /// The generation `counters`, `hist` and `queue` are sized for: a request that
     /// started before a reload leaves them alone.
@@ -279,6 +311,7 @@ impl Worker {
             hist: RefCell::new(Vec::new()),
             queued: RefCell::new(Vec::new()),
             queue_hist: RefCell::new(Vec::new()),
+            tls_failures: RefCell::new(TlsFailures::default()),
             ticks: Cell::new(0),
             counters_gen: Cell::new(u64::MAX),
             freed: Cell::new(0),
@@ -304,6 +337,7 @@ impl Worker {
             .map(|_| std::collections::VecDeque::new())
             .collect();
         *self.queue_hist.borrow_mut() = (0..snap.backends.len()).map(|_| new_hist()).collect();
+        self.tls_failures.borrow_mut().counts = vec![0; snap.frontends.len()];
         let mut tls = Vec::new();
         for f in &snap.frontends {
             tls.push(match &f.tls {
@@ -337,6 +371,9 @@ impl Worker {
                     if s.generation == self.snap.borrow().generation {
                         *self.states.borrow_mut() = Rc::new(s);
                     }
+                }
+                Update::Log(sink, format, dontlognull) => {
+                    self.log.borrow_mut().replace(sink, format, dontlognull);
                 }
             }
         }
@@ -567,6 +604,7 @@ impl Worker {
             servers,
             queued: self.queued.borrow().clone(),
             queue_wait: self.queue_hist.borrow().clone(),
+            tls_failures: self.tls_failures.borrow().counts.clone(),
         };
         let _ = self.control.send(ControlMsg::Report(Box::new(r)));
     }
@@ -718,6 +756,21 @@ mod tests {
         held.into_iter().for_each(|b| assert!(p.put(b)));
         assert_eq!(p.trim(), 0);
         assert_eq!(p.len(), MIN_POOLED_BUFS + 5);
+    }
+
+    #[test]
+    fn tls_failures_log_once_a_second_and_count_all() {
+        let mut f = TlsFailures {
+            counts: vec![0, 0],
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        assert_eq!(f.record(1, t0), Some(0));
+        for i in 1..100 {
+            assert_eq!(f.record(1, t0 + Duration::from_millis(i * 5)), None);
+        }
+        assert_eq!(f.record(0, t0 + Duration::from_millis(1001)), Some(99));
+        assert_eq!(f.counts, [1, 100]);
     }
 
     #[test]

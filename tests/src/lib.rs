@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod admin;
+pub mod process;
 pub mod raw;
 
 pub use engine::{DriverChoice, DriverKind, Running};

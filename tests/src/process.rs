@@ -1,0 +1,107 @@
+//! The engine as a separate process (the release binary), for what only a process can
+//! show: signals, exit status, privilege drop, what it writes on standard error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// A running engine binary: its configuration folder, its stderr in a file.
+pub struct EngineProc {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub stderr: PathBuf,
+}
+
+/// How to start one.
+pub struct Spawn<'a> {
+    pub args: Vec<&'a str>,
+    /// Runs in the child between fork and exec (setgroups, rlimits).
+    pub pre_exec: Option<Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>>,
+}
+
+impl Default for Spawn<'_> {
+    fn default() -> Self {
+        Spawn {
+            args: vec!["--cores", "2"],
+            pre_exec: None,
+        }
+    }
+}
+
+impl EngineProc {
+    /// Writes `text` to `dir/lb.toml`, starts the release binary on it and waits until
+    /// `port` has as many listeners as cores asked for (2 unless `--cores` says).
+    pub fn start(dir: &Path, text: &str, port: u16, how: Spawn) -> EngineProc {
+        let config = dir.join("lb.toml");
+        std::fs::write(&config, text).expect("write lb.toml");
+        let stderr = dir.join("engine.stderr");
+        let mut cmd = Command::new(crate::engine_bin(true));
+        cmd.args(&how.args)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        if let Some(f) = how.pre_exec {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure only makes async-signal-safe system calls.
+            unsafe {
+                cmd.pre_exec(f);
+            }
+        }
+        let child = cmd.spawn().expect("spawn the engine");
+        let cores: usize = how
+            .args
+            .iter()
+            .position(|a| *a == "--cores")
+            .and_then(|i| how.args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2);
+        let mut p = EngineProc {
+            child,
+            dir: dir.to_path_buf(),
+            config,
+            stderr,
+        };
+        let up = crate::poll_for(Duration::from_secs(20), || {
+            crate::listeners_on(port) >= cores || p.child.try_wait().ok().flatten().is_some()
+        });
+        if !up || crate::listeners_on(port) < cores {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+            panic!("the engine did not listen on {port}:\n{}", p.said());
+        }
+        p
+    }
+
+    /// What it wrote on standard error so far.
+    pub fn said(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        crate::signal(&self.child, sig);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Still running?
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        crate::wait_exit(&mut self.child, limit)
+    }
+}
+
+impl Drop for EngineProc {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
