@@ -12,10 +12,13 @@
 //! - `validate` (private): raw to [`types`], collecting every error and warning at once,
 //!   reading the files the configuration refers to (errorfile, waiting room, certificates).
 //! - `duration` (private): [`parse_duration`].
+//! - [`haproxy`]: `engine import-haproxy`, an HAProxy configuration to lb.toml with a
+//!   report ([`haproxy::import`]).
 //! - this file: [`load_file`], [`load_str`] and their `_with` forms taking [`LoadOptions`].
 
 pub mod diag;
 mod duration;
+pub mod haproxy;
 mod perr;
 mod raw;
 pub mod types;
