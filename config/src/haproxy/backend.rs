@@ -73,11 +73,21 @@ fn errorfile(t: &mut Table, e: &At<String>, backend: &str, cx: &Cx, rep: &mut Re
             } else {
                 String::new()
             };
-            rep.at_line(super::report::ReportKind::Carried, e.line, format!("errorfile_503 = \"{path}\"{note}"), "");
+            rep.at_line(
+                super::report::ReportKind::Carried,
+                e.line,
+                format!("errorfile_503 = \"{path}\"{note}"),
+                "",
+            );
         }
         Err(why) => {
             let (path, _) = files::resolve(&e.v, &cx.base);
-            t.commented("errorfile_503", toml_str(&path), e.line, "the file is not there yet");
+            t.commented(
+                "errorfile_503",
+                toml_str(&path),
+                e.line,
+                "the file is not there yet",
+            );
             rep.at_line(
                 super::report::ReportKind::NotCarried,
                 e.line,
@@ -140,7 +150,11 @@ fn cookie_table(
         t.raw("domain", toml_str(dom), d.no);
     }
     if c.domains.len() > 1 {
-        rep.not_carried(d, "several cookie domains: the engine sets one", format!("domain = \"{}\" is written", c.domains[0]));
+        rep.not_carried(
+            d,
+            "several cookie domains: the engine sets one",
+            format!("domain = \"{}\" is written", c.domains[0]),
+        );
     }
     if let Some(m) = &c.maxidle {
         t.raw("maxidle", toml_str(m), d.no);
@@ -149,13 +163,30 @@ fn cookie_table(
         t.raw("maxlife", toml_str(m), d.no);
     }
     if !(mode == "insert" && moodle) {
-        let extra = if app.is_some() { format!("; app_cookie = \"{}\" (prefix mode prefixes the application's cookie)", c.name) } else { String::new() };
-        rep.carried(d, format!("[backend.cookie] name = \"{}\", mode = \"{mode}\"{extra}", c.name));
+        let extra = if app.is_some() {
+            format!(
+                "; app_cookie = \"{}\" (prefix mode prefixes the application's cookie)",
+                c.name
+            )
+        } else {
+            String::new()
+        };
+        rep.carried(
+            d,
+            format!(
+                "[backend.cookie] name = \"{}\", mode = \"{mode}\"{extra}",
+                c.name
+            ),
+        );
     }
     if mode == "insert" && !c.indirect {
         rep.changed(d, "indirect = false is written (HAProxy's default): the servers see the persistence cookie too");
     }
-    let bare: Vec<&str> = servers.iter().filter(|s| s.cookie.is_none()).map(|s| s.name.as_str()).collect();
+    let bare: Vec<&str> = servers
+        .iter()
+        .filter(|s| s.cookie.is_none())
+        .map(|s| s.name.as_str())
+        .collect();
     if !bare.is_empty() {
         rep.changed(d, format!("servers without a `cookie` value ({}) had no persistence in HAProxy; the engine uses each server's name as its cookie value", bare.join(", ")));
     }

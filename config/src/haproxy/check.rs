@@ -52,8 +52,14 @@ impl Settings {
         while i + 1 < w.len()
             && matches!(
                 kw(d, i).as_str(),
-                "min-recv" | "comment" | "ok-status" | "error-status" | "tout-status"
-                    | "on-success" | "on-error" | "status-code"
+                "min-recv"
+                    | "comment"
+                    | "ok-status"
+                    | "error-status"
+                    | "tout-status"
+                    | "on-success"
+                    | "on-error"
+                    | "status-code"
             )
         {
             i += 2;
@@ -94,7 +100,11 @@ fn first<T: Clone>(a: &Option<At<T>>, b: &Option<At<T>>) -> Option<At<T>> {
 
 /// The `[backend.check]` of a backend whose servers are `servers`, or `None` when no
 /// server has `check`.
-pub(crate) fn check_table(s: &Settings, servers: &[ServerSpec], rep: &mut Reports) -> Option<Table> {
+pub(crate) fn check_table(
+    s: &Settings,
+    servers: &[ServerSpec],
+    rep: &mut Reports,
+) -> Option<Table> {
     let checked: Vec<&ServerSpec> = servers
         .iter()
         .filter(|x| x.check.as_ref().is_some_and(|c| c.v))
@@ -135,7 +145,11 @@ pub(crate) fn check_table(s: &Settings, servers: &[ServerSpec], rep: &mut Report
 
 /// What the probe sends and expects, with the report of how the rules were carried.
 fn probe(s: &Settings, lead: &ServerSpec, t: &mut Table, rep: &mut Reports) {
-    let chk = s.httpchk.as_ref().map(|(_, p)| p.clone()).unwrap_or_default();
+    let chk = s
+        .httpchk
+        .as_ref()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_default();
     let mut method = first(&s.send.method, &chk.method);
     let options_default = method.is_none() && s.httpchk.is_some();
     if let (true, Some((d, _))) = (options_default, &s.httpchk) {

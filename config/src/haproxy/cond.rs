@@ -194,9 +194,7 @@ pub(crate) fn parse(words: &[String], acls: &[Acl], allow_paths: bool) -> Result
             (Test::SslFc, false) => cond.ssl = narrow(cond.ssl, Ssl::Tls)?,
             (Test::PathBeg(v), true) if allow_paths => cond.except.extend(v),
             (Test::PathBeg(_), _) => {
-                return Err(
-                    "a path condition (the engine applies this rule to every path)".into(),
-                )
+                return Err("a path condition (the engine applies this rule to every path)".into())
             }
             (Test::Other, _) => {
                 return Err("a condition on something other than ssl_fc or path_beg".into())
@@ -231,8 +229,14 @@ mod tests {
     fn ssl_conditions() {
         let c = parse(&w("if !{ ssl_fc }"), &[], true).unwrap();
         assert_eq!(c.ssl, Ssl::Plain);
-        assert_eq!(parse(&w("unless { ssl_fc }"), &[], true).unwrap().ssl, Ssl::Plain);
-        assert_eq!(parse(&w("if { ssl_fc }"), &[], false).unwrap().ssl, Ssl::Tls);
+        assert_eq!(
+            parse(&w("unless { ssl_fc }"), &[], true).unwrap().ssl,
+            Ssl::Plain
+        );
+        assert_eq!(
+            parse(&w("if { ssl_fc }"), &[], false).unwrap().ssl,
+            Ssl::Tls
+        );
         assert_eq!(parse(&[], &[], true).unwrap(), Cond::always());
         assert!(parse(&w("if { ssl_fc } !{ ssl_fc }"), &[], true).is_err());
     }

@@ -196,7 +196,9 @@ pub(crate) fn render(tables: &[Table], file: &str, preamble: &[String]) -> (Stri
                 }
                 Item::Array { key, items } => {
                     let head = items.first().map_or(0, |i| i.1);
-                    line(&mut out, format!("{key} = ["), head);
+                    let mut h = String::new();
+                    with_origin(&mut h, &format!("{key} = ["), file, head, "");
+                    line(&mut out, h, head);
                     for (v, from) in items {
                         let mut s = String::new();
                         with_origin(&mut s, &format!("    {v},"), file, *from, "");
@@ -229,7 +231,10 @@ mod tests {
     fn strings_are_escaped() {
         assert_eq!(toml_str("a\"b\\c"), "\"a\\\"b\\\\c\"");
         assert_eq!(toml_str("x\r\ny\u{1}"), "\"x\\r\\ny\\u0001\"");
-        assert_eq!(toml_str_array(&["h2", "http/1.1"]), "[\"h2\", \"http/1.1\"]");
+        assert_eq!(
+            toml_str_array(&["h2", "http/1.1"]),
+            "[\"h2\", \"http/1.1\"]"
+        );
     }
 
     #[test]
@@ -245,8 +250,12 @@ mod tests {
         assert!(lines[3].starts_with("maxconn = 100 "), "{}", lines[3]);
         assert!(lines[3].ends_with("# from h.cfg:7"), "{}", lines[3]);
         assert!(lines[4].starts_with("# x = 1 "), "{}", lines[4]);
-        assert!(lines[4].ends_with("# from h.cfg:9: not yet"), "{}", lines[4]);
-        assert_eq!(lines[5], "a = [");
+        assert!(
+            lines[4].ends_with("# from h.cfg:9: not yet"),
+            "{}",
+            lines[4]
+        );
+        assert!(lines[5].starts_with("a = [ "), "{}", lines[5]);
         assert!(lines[6].ends_with("# from h.cfg:11"), "{}", lines[6]);
         assert_eq!(lines[8], "]");
         assert_eq!(origins, vec![0, 0, 0, 7, 9, 11, 11, 12, 0]);

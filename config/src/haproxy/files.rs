@@ -93,7 +93,10 @@ pub(crate) fn certs(d: &Directive, raw: &str, base: &Path, rep: &mut Reports) ->
     }
     let c = cert_file(p);
     if let Cert::Separate { key, .. } = &c {
-        rep.changed(d, format!("{path} holds no private key; its key is {key}, written as {{ cert, key }}"));
+        rep.changed(
+            d,
+            format!("{path} holds no private key; its key is {key}, written as {{ cert, key }}"),
+        );
     }
     vec![c]
 }

@@ -26,17 +26,70 @@ struct Bind {
 }
 
 const BIND_ARG: &[&str] = &[
-    "crt", "crt-list", "alpn", "npn", "ciphers", "ciphersuites", "curves", "ecdhe", "ca-file",
-    "crl-file", "verify", "ssl-min-ver", "ssl-max-ver", "name", "id", "maxconn", "backlog",
-    "process", "thread", "interface", "mss", "namespace", "nice", "mode", "uid", "gid", "user",
-    "group", "level", "severity-output", "tcp-ut", "proto", "ca-ignore-err", "crt-ignore-err",
-    "ca-sign-file", "ca-sign-pass", "sigalgs", "client-sigalgs", "tls-ticket-keys", "label",
-    "ca-verify-file", "shards", "idle-ping", "guid-prefix", "quic-cc-algo",
+    "crt",
+    "crt-list",
+    "alpn",
+    "npn",
+    "ciphers",
+    "ciphersuites",
+    "curves",
+    "ecdhe",
+    "ca-file",
+    "crl-file",
+    "verify",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "name",
+    "id",
+    "maxconn",
+    "backlog",
+    "process",
+    "thread",
+    "interface",
+    "mss",
+    "namespace",
+    "nice",
+    "mode",
+    "uid",
+    "gid",
+    "user",
+    "group",
+    "level",
+    "severity-output",
+    "tcp-ut",
+    "proto",
+    "ca-ignore-err",
+    "crt-ignore-err",
+    "ca-sign-file",
+    "ca-sign-pass",
+    "sigalgs",
+    "client-sigalgs",
+    "tls-ticket-keys",
+    "label",
+    "ca-verify-file",
+    "shards",
+    "idle-ping",
+    "guid-prefix",
+    "quic-cc-algo",
 ];
 
+const NO_COUNTERPART: &str =
+    "no counterpart in the engine: leave it out (the engine's own behaviour applies)";
+
 const TLS_TUNING: &[&str] = &[
-    "ssl-min-ver", "ssl-max-ver", "no-sslv3", "no-tlsv10", "no-tlsv11", "force-tlsv12",
-    "ciphers", "ciphersuites", "curves", "ecdhe", "prefer-client-ciphers", "sigalgs", "npn",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "no-sslv3",
+    "no-tlsv10",
+    "no-tlsv11",
+    "force-tlsv12",
+    "ciphers",
+    "ciphersuites",
+    "curves",
+    "ecdhe",
+    "prefer-client-ciphers",
+    "sigalgs",
+    "npn",
 ];
 
 fn parse_bind(d: &Directive, crt_base: &Path, rep: &mut Reports) -> Bind {
@@ -64,12 +117,12 @@ fn parse_bind(d: &Directive, crt_base: &Path, rep: &mut Reports) -> Bind {
             "alpn" => b.alpn = Some(arg.split(',').map(str::to_owned).collect()),
             "no-tls-tickets" => b.no_tickets = true,
             "v6only" | "v4v6" => {}
-            "ssl-min-ver" if arg.eq_ignore_ascii_case("TLSv1.3") => rep.not_carried(d, "TLS 1.3 only: the engine offers TLS 1.2 and 1.3", "none"),
+            "ssl-min-ver" if arg.eq_ignore_ascii_case("TLSv1.3") => rep.not_carried(d, "TLS 1.3 only: the engine offers TLS 1.2 and 1.3", "none: TLS 1.2 clients are served too"),
             t if TLS_TUNING.contains(&t) => rep.not_needed(d, format!("`{t}`: the engine's TLS (rustls) offers TLS 1.2 and 1.3 only, with modern cipher suites: nothing to tune")),
             "name" | "id" | "process" | "thread" | "defer-accept" | "tfo" | "nice" => {
                 rep.not_needed(d, format!("`{w}`: a listener option the engine does not need"))
             }
-            o => rep.not_carried(d, format!("the bind option `{o}{}`", if arg.is_empty() { String::new() } else { format!(" {arg}") }), "none in the engine"),
+            o => rep.not_carried(d, format!("the bind option `{o}{}`", if arg.is_empty() { String::new() } else { format!(" {arg}") }), NO_COUNTERPART),
         }
         i += 1;
     }
@@ -85,7 +138,11 @@ fn parse_bind(d: &Directive, crt_base: &Path, rep: &mut Reports) -> Bind {
         }
     }
     if !b.certs.is_empty() && !b.tls {
-        rep.not_carried(d, "`crt` without `ssl`: HAProxy does not terminate TLS on this bind either", "add `ssl` if TLS was meant");
+        rep.not_carried(
+            d,
+            "`crt` without `ssl`: HAProxy does not terminate TLS on this bind either",
+            "add `ssl` if TLS was meant",
+        );
         b.certs.clear();
     }
     let what = if b.tls { "TLS" } else { "plain HTTP" };
@@ -102,7 +159,11 @@ pub(crate) fn frontend_tables(
 ) -> Vec<Table> {
     let name = p.sec.name_or("frontend");
     let crt_base = cx.crt_base.clone().unwrap_or_else(|| cx.base.clone());
-    let binds: Vec<Bind> = p.binds.iter().map(|d| parse_bind(d, &crt_base, rep)).collect();
+    let binds: Vec<Bind> = p
+        .binds
+        .iter()
+        .map(|d| parse_bind(d, &crt_base, rep))
+        .collect();
     let plain: Vec<&Bind> = binds.iter().filter(|b| !b.tls).collect();
     let tls: Vec<&Bind> = binds.iter().filter(|b| b.tls).collect();
     let mut halves = Vec::new();
@@ -133,7 +194,12 @@ pub(crate) fn frontend_tables(
         timeout_fields(&mut t, &p.s, &p.sec, cx.single_defaults, &[1, 3, 4], rep);
         if let Some(b) = hbinds.iter().find(|b| b.alpn.is_some()) {
             let alpn = b.alpn.clone().unwrap_or_default();
-            t.commented("alpn", toml_str_array(&alpn), b.d.no, "carried as a comment until HTTP/2 lands");
+            t.commented(
+                "alpn",
+                toml_str_array(&alpn),
+                b.d.no,
+                "carried as a comment until HTTP/2 lands",
+            );
             rep.changed(&b.d, format!("alpn {}: carried as a comment (# alpn = {}) until HTTP/2 lands; the engine answers ALPN with http/1.1", alpn.join(","), toml_str_array(&alpn)));
         }
         out.push(t);
@@ -152,7 +218,10 @@ pub(crate) fn frontend_tables(
     }
     for a in &p.s.acls {
         if used_acls.contains(&a.name) {
-            rep.carried(&a.d, "used by the redirect: its paths are the redirect's except_prefixes");
+            rep.carried(
+                &a.d,
+                "used by the redirect: its paths are the redirect's except_prefixes",
+            );
         } else {
             rep.not_carried(
                 &a.d,
@@ -168,7 +237,12 @@ fn forwarded_for(p: &Proxy, t: &mut Table, rep: &mut Reports) {
     match &p.s.forwardfor {
         Some(f) => t.bool("forwarded_for", f),
         None => {
-            t.noted("forwarded_for", "true".into(), 0, "no `option forwardfor`: see the report");
+            t.noted(
+                "forwarded_for",
+                "true".into(),
+                0,
+                "no `option forwardfor`: see the report",
+            );
             rep.changed(&p.sec.head, "no `option forwardfor`: HAProxy passed on whatever X-Forwarded-For a client sent, and Moodle trusts that header by default (getremoteaddrconf), so a student could forge the address Moodle logs and checks quiz network restrictions against. Written forwarded_for = true: the engine replaces it by the client's real address (write false to keep HAProxy's behaviour)");
         }
     }
@@ -202,8 +276,8 @@ fn not_on_tls(p: &Proxy, name: &str, rep: &mut Reports) {
         }
         match cond::parse(&r.cond, &p.s.acls, true) {
             Ok(c) if c.ssl == Ssl::Plain => rep.not_needed(&r.d, format!("`!{{ ssl_fc }}` is never true on the TLS frontend \"{name}\"")),
-            Ok(_) => rep.not_carried(&r.d, "a redirect to HTTPS on a frontend that already is HTTPS would loop", "remove it"),
-            Err(e) => rep.not_carried(&r.d, format!("its condition: {e}"), "none"),
+            Ok(_) => rep.not_carried(&r.d, "a redirect to HTTPS on a frontend that already is HTTPS would loop", "put redirect_https on the plain frontend only"),
+            Err(e) => rep.not_carried(&r.d, format!("its condition: {e}"), "the engine redirects plain frontends only: put redirect_https on the plain frontend"),
         }
     }
 }
@@ -235,24 +309,47 @@ fn redirect_table(
             continue;
         }
         if chosen.is_some() {
-            rep.not_carried(&r.d, "a second redirect: the first one already takes these requests", "none");
+            rep.not_carried(
+                &r.d,
+                "a second redirect: the first one already takes these requests",
+                "one redirect_https per frontend",
+            );
             continue;
         }
         let code = if [301, 302, 303, 307, 308].contains(&r.code.v) {
             r.code.clone()
         } else {
-            rep.not_carried(&r.d, format!("code {}: not a redirect status", r.code.v), "code = 301, 302, 303, 307 or 308 (302 is written)");
+            rep.not_carried(
+                &r.d,
+                format!("code {}: not a redirect status", r.code.v),
+                "code = 301, 302, 303, 307 or 308 (302 is written)",
+            );
             at(302, r.d.no)
         };
         used.extend(c.acls.iter().cloned());
         let mut t = Table::new("[frontend.redirect_https]", r.d.no, "redirect scheme https");
         t.int("code", &code);
         if !c.except.is_empty() {
-            t.array("except_prefixes", c.except.iter().map(|e| (toml_str(e), r.d.no)).collect());
+            t.array(
+                "except_prefixes",
+                c.except.iter().map(|e| (toml_str(e), r.d.no)).collect(),
+            );
         }
-        let what = format!("redirect_https = {{ code = {} }}{}", code.v, if c.except.is_empty() { String::new() } else { format!(", except_prefixes = {}", toml_str_array(&c.except)) });
+        let what = format!(
+            "redirect_https = {{ code = {} }}{}",
+            code.v,
+            if c.except.is_empty() {
+                String::new()
+            } else {
+                format!(", except_prefixes = {}", toml_str_array(&c.except))
+            }
+        );
         if own {
-            let default = if kw(&r.d, 0) == "redirect" && !r.d.words.iter().any(|w| w == "code") { " (302 is HAProxy's default code)" } else { "" };
+            let default = if kw(&r.d, 0) == "redirect" && !r.d.words.iter().any(|w| w == "code") {
+                " (302 is HAProxy's default code)"
+            } else {
+                ""
+            };
             rep.carried(&r.d, format!("{what}{default}"));
         } else {
             cx.defaults_redirects.push((r.d.no, name.to_owned()));

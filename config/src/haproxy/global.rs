@@ -48,7 +48,10 @@ impl Global {
             }
             "crt-base" if !arg.is_empty() => {
                 let (p, _) = super::files::resolve(&arg, base);
-                rep.carried(d, format!("relative certificate paths are written under {p}"));
+                rep.carried(
+                    d,
+                    format!("relative certificate paths are written under {p}"),
+                );
                 self.crt_base = Some(PathBuf::from(p));
             }
             "ca-base" => rep.not_needed(d, "the engine verifies no client certificates"),
@@ -57,7 +60,11 @@ impl Global {
                     self.max_headers = Some(at(n, d.no));
                     rep.carried(d, format!("[limits] max_headers = {n}"));
                 }
-                _ => rep.not_carried(d, "outside the engine's range (8 to 1000)", "[limits] max_headers = 100"),
+                _ => rep.not_carried(
+                    d,
+                    "outside the engine's range (8 to 1000)",
+                    "[limits] max_headers = 100",
+                ),
             },
             _ => unknown(d, rep),
         }
@@ -66,7 +73,11 @@ impl Global {
     /// `stats socket PATH [mode M] [level L] [expose-fd listeners] ...`
     fn stats_socket(&mut self, d: &Directive, rep: &mut Reports) {
         let Some(path) = d.words.get(2) else {
-            return rep.not_carried(d, "a stats socket without a path", "");
+            return rep.not_carried(
+                d,
+                "a stats socket without a path",
+                "[global] admin_socket = \"/run/engine-admin.sock\"",
+            );
         };
         if !path.starts_with('/') && !path.starts_with("unix@") {
             return rep.not_carried(
@@ -78,7 +89,9 @@ impl Global {
         let path = path.trim_start_matches("unix@").to_owned();
         let mut msg = format!("[global] admin_socket = \"{path}\" (mode 0660; every command of HAProxy's `level admin` that the engine has: show servers, disable/enable server, set server state, set weight)");
         if d.words.iter().any(|w| w == "expose-fd") {
-            msg.push_str("; `expose-fd listeners` is not needed: the engine reloads in place on SIGHUP");
+            msg.push_str(
+                "; `expose-fd listeners` is not needed: the engine reloads in place on SIGHUP",
+            );
         }
         rep.carried(d, msg);
         if let Some(dir) = Path::new(&path).parent().filter(|p| !p.is_dir()) {
@@ -129,7 +142,11 @@ impl Global {
                             None => rep.carried(d, format!("[log] access = \"{access}\" (the engine logs as local0, level info)")),
                         }
                     } else {
-                        rep.not_carried(d, "a second log target: the engine writes one access log", "have the syslog daemon copy the lines where they are needed");
+                        rep.not_carried(
+                            d,
+                            "a second log target: the engine writes one access log",
+                            "have the syslog daemon copy the lines where they are needed",
+                        );
                     }
                 }
             }
@@ -137,12 +154,18 @@ impl Global {
         }
         let fmt_line = first.httplog.as_ref().filter(|h| h.v).map_or(0, |h| h.line);
         t.raw("format", toml_str("httplog"), fmt_line);
-        if let Some(s) = logged.iter().find(|s| s.httplog.as_ref().is_none_or(|h| !h.v)) {
+        if let Some(s) = logged
+            .iter()
+            .find(|s| s.httplog.as_ref().is_none_or(|h| !h.v))
+        {
             if let Some(l) = &s.log {
                 rep.at_line(ReportKind::Changed, l.line, "a frontend logs without `option httplog`: the engine writes HAProxy's httplog fields for every request (it has no TCP log format)", "");
             }
         }
-        if let Some(dn) = fronts.iter().find_map(|s| s.dontlognull.clone().filter(|d| d.v)) {
+        if let Some(dn) = fronts
+            .iter()
+            .find_map(|s| s.dontlognull.clone().filter(|d| d.v))
+        {
             t.bool("dontlognull", &dn);
         }
         t

@@ -145,7 +145,10 @@ mod tests {
 
     #[test]
     fn words_and_spaces() {
-        assert_eq!(words("  bind *:80   ssl\tcrt /a.pem "), ["bind", "*:80", "ssl", "crt", "/a.pem"]);
+        assert_eq!(
+            words("  bind *:80   ssl\tcrt /a.pem "),
+            ["bind", "*:80", "ssl", "crt", "/a.pem"]
+        );
         assert!(words("").is_empty());
         assert!(words("   \t ").is_empty());
     }
@@ -156,15 +159,24 @@ mod tests {
         assert!(words("    # indented comment").is_empty());
         assert_eq!(words("maxconn 100 # the limit"), ["maxconn", "100"]);
         assert_eq!(words("maxconn 100# no space"), ["maxconn", "100"]);
-        assert_eq!(words("a \"#not\" '#comment' \\#x"), ["a", "#not", "#comment", "#x"]);
+        assert_eq!(
+            words("a \"#not\" '#comment' \\#x"),
+            ["a", "#not", "#comment", "#x"]
+        );
         let (_, end) = split_words("log global   # why").unwrap();
         assert_eq!(&"log global   # why"[..end], "log global   ");
     }
 
     #[test]
     fn quotes() {
-        assert_eq!(words("http-check expect string \"Moodle\""), ["http-check", "expect", "string", "Moodle"]);
-        assert_eq!(words("x \"two words\" 'single \\n kept'"), ["x", "two words", "single \\n kept"]);
+        assert_eq!(
+            words("http-check expect string \"Moodle\""),
+            ["http-check", "expect", "string", "Moodle"]
+        );
+        assert_eq!(
+            words("x \"two words\" 'single \\n kept'"),
+            ["x", "two words", "single \\n kept"]
+        );
         assert_eq!(words("x foo\"bar baz\"qux"), ["x", "foobar bazqux"]);
         assert_eq!(words("x \"\" y"), ["x", "", "y"]);
         assert_eq!(words("x '' y"), ["x", "", "y"]);
@@ -175,7 +187,10 @@ mod tests {
     #[test]
     fn escapes() {
         assert_eq!(words("a\\ b c"), ["a b", "c"]);
-        assert_eq!(words("x HTTP/1.1\\r\\nHost:\\ moodle"), ["x", "HTTP/1.1\r\nHost: moodle"]);
+        assert_eq!(
+            words("x HTTP/1.1\\r\\nHost:\\ moodle"),
+            ["x", "HTTP/1.1\r\nHost: moodle"]
+        );
         assert_eq!(words("x \\x41\\t"), ["x", "A\t"]);
         assert_eq!(words("x \\\\ \\'"), ["x", "\\", "'"]);
         assert_eq!(words("x \\d+"), ["x", "\\d+"]);
@@ -204,7 +219,17 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_input() {
-        for l in ["\\", "\"\\", "'\\", "\\x", "\\x\u{e9}9", "é \"é\" 'é'", "\0\0", "#", "\"#\"#"] {
+        for l in [
+            "\\",
+            "\"\\",
+            "'\\",
+            "\\x",
+            "\\x\u{e9}9",
+            "é \"é\" 'é'",
+            "\0\0",
+            "#",
+            "\"#\"#",
+        ] {
             let _ = split_words(l);
         }
     }

@@ -211,6 +211,9 @@ mod tests {
         assert_eq!(s[2].dirs.len(), 1);
         assert_eq!(s[3].kind, Kind::Other);
         assert!(s[4].dirs.is_empty());
-        assert_eq!(head_names(&["from".into(), "x".into()]), (None, Some("x".into())));
+        assert_eq!(
+            head_names(&["from".into(), "x".into()]),
+            (None, Some("x".into()))
+        );
     }
 }

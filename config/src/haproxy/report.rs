@@ -134,12 +134,16 @@ impl Reports {
         message: impl Into<String>,
         fix: impl Into<String>,
     ) {
+        let mut fix = fix.into();
+        if kind == ReportKind::NotCarried && fix.is_empty() {
+            fix = "no counterpart in the engine: leave it out".to_owned();
+        }
         let r = ReportLine {
             kind,
             line: d.map_or(0, |d| d.no),
             directive: d.map_or_else(String::new, |d| d.raw.clone()),
             message: message.into(),
-            fix: fix.into(),
+            fix,
             toml_line: 0,
         };
         if !self.lines.contains(&r) {
@@ -158,7 +162,12 @@ impl Reports {
     pub fn not_needed(&mut self, d: &Directive, why: impl Into<String>) {
         self.push(ReportKind::NotNeeded, Some(d), why, "");
     }
-    pub fn not_carried(&mut self, d: &Directive, why: impl Into<String>, instead: impl Into<String>) {
+    pub fn not_carried(
+        &mut self,
+        d: &Directive,
+        why: impl Into<String>,
+        instead: impl Into<String>,
+    ) {
         self.push(ReportKind::NotCarried, Some(d), why, instead);
     }
     /// Whether some report already names this line.

@@ -29,22 +29,78 @@ pub(crate) struct ServerSpec {
 
 /// Server options that take an argument (the rest are flags).
 const WITH_ARG: &[&str] = &[
-    "inter", "fastinter", "downinter", "rise", "fall", "cookie", "weight", "maxconn",
-    "maxqueue", "minconn", "slowstart", "port", "addr", "verify", "sni", "ca-file", "crt",
-    "ciphers", "ciphersuites", "observe", "error-limit", "on-error", "on-marked-down",
-    "on-marked-up", "resolvers", "init-addr", "resolve-prefer", "resolve-net", "agent-port",
-    "agent-inter", "agent-send", "agent-addr", "track", "redir", "id", "pool-max-conn",
-    "pool-purge-delay", "pool-low-conn", "proto", "check-sni", "check-proto", "alpn",
-    "check-alpn", "max-reuse", "tcp-ut", "namespace", "source", "usesrc", "socks4",
-    "proxy-v2-options", "ws", "log-proto", "crl-file", "ssl-min-ver", "ssl-max-ver",
-    "curves", "sigalgs", "client-sigalgs", "hash-key", "guid", "shard",
+    "inter",
+    "fastinter",
+    "downinter",
+    "rise",
+    "fall",
+    "cookie",
+    "weight",
+    "maxconn",
+    "maxqueue",
+    "minconn",
+    "slowstart",
+    "port",
+    "addr",
+    "verify",
+    "sni",
+    "ca-file",
+    "crt",
+    "ciphers",
+    "ciphersuites",
+    "observe",
+    "error-limit",
+    "on-error",
+    "on-marked-down",
+    "on-marked-up",
+    "resolvers",
+    "init-addr",
+    "resolve-prefer",
+    "resolve-net",
+    "agent-port",
+    "agent-inter",
+    "agent-send",
+    "agent-addr",
+    "track",
+    "redir",
+    "id",
+    "pool-max-conn",
+    "pool-purge-delay",
+    "pool-low-conn",
+    "proto",
+    "check-sni",
+    "check-proto",
+    "alpn",
+    "check-alpn",
+    "max-reuse",
+    "tcp-ut",
+    "namespace",
+    "source",
+    "usesrc",
+    "socks4",
+    "proxy-v2-options",
+    "ws",
+    "log-proto",
+    "crl-file",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "curves",
+    "sigalgs",
+    "client-sigalgs",
+    "hash-key",
+    "guid",
+    "shard",
 ];
 
 impl ServerSpec {
     /// `server NAME ADDRESS [options]`; `defaults`: the `default-server` lines before it.
     pub fn parse(d: &Directive, defaults: &[Directive], rep: &mut Reports) -> Option<ServerSpec> {
         let (Some(name), Some(addr)) = (d.words.get(1), d.words.get(2)) else {
-            rep.not_carried(d, "a server line needs a name and an address", "");
+            rep.not_carried(
+                d,
+                "a server line needs a name and an address",
+                "write the server as a [[backend.server]] with name and address",
+            );
             return None;
         };
         let address = match server_address(addr) {
@@ -91,7 +147,11 @@ impl ServerSpec {
                 match words.get(i) {
                     Some(a) => Some(a.clone()),
                     None => {
-                        rep.not_carried(d, format!("`{w}` without its value"), "");
+                        rep.not_carried(
+                            d,
+                            format!("`{w}` without its value"),
+                            "give the option its value in lb.toml",
+                        );
                         break;
                     }
                 }
@@ -109,14 +169,22 @@ impl ServerSpec {
         let int = |rep: &mut Reports| match a.parse::<i64>() {
             Ok(v) if v >= 0 => Some(at(v, n)),
             _ => {
-                rep.not_carried(d, format!("`{w} {a}`: not a number"), "");
+                rep.not_carried(
+                    d,
+                    format!("`{w} {a}`: not a number"),
+                    "write the number in lb.toml",
+                );
                 None
             }
         };
         let time = |rep: &mut Reports| match duration(&a) {
             Ok(v) => Some(at(v, n)),
             Err(e) => {
-                rep.not_carried(d, format!("`{w}`: {e}"), "");
+                rep.not_carried(
+                    d,
+                    format!("`{w}`: {e}"),
+                    "write the duration with a unit in lb.toml, e.g. \"2s\"",
+                );
                 None
             }
         };
@@ -170,7 +238,7 @@ impl ServerSpec {
                     Some(a) => format!("{w} {a}"),
                     None => w.to_owned(),
                 };
-                rep.not_carried(d, format!("the server option `{shown}`"), "");
+                rep.not_carried(d, format!("the server option `{shown}`"), "no counterpart in the engine: leave it out (server fields: cookie, weight, maxconn, backup, check)");
             }
         }
     }
@@ -190,7 +258,11 @@ impl ServerSpec {
 
     /// The `[[backend.server]]` table; `checked`: the backend has a `[backend.check]`.
     pub fn table(&self, checked: bool) -> Table {
-        let mut t = Table::new("[[backend.server]]", self.d.no, format!("server {}", self.name));
+        let mut t = Table::new(
+            "[[backend.server]]",
+            self.d.no,
+            format!("server {}", self.name),
+        );
         t.str("name", &at(self.name.clone(), self.d.no));
         match &self.address {
             Some(a) => t.raw("address", toml_str(a), self.d.no),
@@ -311,7 +383,10 @@ mod tests {
 
     #[test]
     fn server_addresses() {
-        assert_eq!(server_address("192.168.1.101:80").unwrap().0, "192.168.1.101:80");
+        assert_eq!(
+            server_address("192.168.1.101:80").unwrap().0,
+            "192.168.1.101:80"
+        );
         assert_eq!(server_address("ipv6@::1:8080").unwrap().0, "[::1]:8080");
         assert_eq!(server_address("[::1]:8080").unwrap().0, "[::1]:8080");
         let (a, note) = server_address("10.0.0.1").unwrap();
@@ -329,7 +404,10 @@ mod tests {
     fn bind_address_forms() {
         assert_eq!(bind_addresses("*:80", false).unwrap().0, ["0.0.0.0:80"]);
         assert_eq!(bind_addresses(":443", false).unwrap().0, ["0.0.0.0:443"]);
-        assert_eq!(bind_addresses(":::80", false).unwrap().0, ["[::]:80", "0.0.0.0:80"]);
+        assert_eq!(
+            bind_addresses(":::80", false).unwrap().0,
+            ["[::]:80", "0.0.0.0:80"]
+        );
         assert_eq!(bind_addresses(":::80", true).unwrap().0, ["[::]:80"]);
         let (a, note) = bind_addresses("127.0.0.1:8080", false).unwrap();
         assert_eq!((a, note), (vec!["127.0.0.1:8080".to_owned()], None));

@@ -149,7 +149,7 @@ impl Settings {
             "default-server" => self.default_server.push(d.clone()),
             "acl" => match parse_acl(d) {
                 Some(a) => self.acls.push(a),
-                None => rep.not_carried(d, "an ACL without a name", ""),
+                None => rep.not_carried(d, "an ACL without a name", "fix the ACL in the HAProxy file"),
             },
             "stats" if kind != Kind::Defaults => self.stats.push(d.clone()),
             _ => unknown(d, rep),
@@ -161,7 +161,10 @@ impl Settings {
         match kw(d, 1).as_str() {
             "http" => {
                 self.mode = None;
-                rep.not_needed(d, "the engine is an HTTP load balancer: every proxy is in HTTP mode");
+                rep.not_needed(
+                    d,
+                    "the engine is an HTTP load balancer: every proxy is in HTTP mode",
+                );
             }
             m => {
                 self.mode = Some(d.clone());
@@ -181,7 +184,10 @@ impl Settings {
             _ => LogSpec::Target(d.words[1].clone()),
         };
         if matches!(spec, LogSpec::Global) {
-            rep.not_needed(d, "the engine has one access log ([log]); this proxy's requests go to it");
+            rep.not_needed(
+                d,
+                "the engine has one access log ([log]); this proxy's requests go to it",
+            );
         }
         self.log = Some(at(spec, d.no));
     }
@@ -311,7 +317,11 @@ impl Settings {
 
     fn cookie(&mut self, d: &Directive, rep: &mut Reports) {
         let Some(name) = d.words.get(1) else {
-            return rep.not_carried(d, "a cookie without a name", "[backend.cookie] name = \"SERVERID\"");
+            return rep.not_carried(
+                d,
+                "a cookie without a name",
+                "[backend.cookie] name = \"SERVERID\"",
+            );
         };
         let mut c = CookieSpec {
             d: Some(d.clone()),
@@ -337,7 +347,7 @@ impl Settings {
                         _ => match duration(&arg) {
                             Ok(v) if w == "maxidle" => c.maxidle = Some(v),
                             Ok(v) => c.maxlife = Some(v),
-                            Err(e) => rep.not_carried(d, format!("{w}: {e}"), ""),
+                            Err(e) => rep.not_carried(d, format!("{w}: {e}"), "write the duration with a unit in [backend.cookie], e.g. maxidle = \"30m\""),
                         },
                     }
                 }
@@ -346,7 +356,7 @@ impl Settings {
                     format!("the cookie option `{w}`"),
                     "none: the engine sets the cookie on the first response of a new client",
                 ),
-                _ => rep.not_carried(d, format!("the cookie option `{w}`"), ""),
+                _ => rep.not_carried(d, format!("the cookie option `{w}`"), "no counterpart in the engine: leave it out (cookie fields: mode, indirect, nocache, httponly, secure, samesite, domain, maxidle, maxlife)"),
             }
             i += 1;
         }
@@ -373,7 +383,7 @@ impl Settings {
 
     fn use_backend(&mut self, d: &Directive, rep: &mut Reports) {
         let Some(b) = d.words.get(1) else {
-            return rep.not_carried(d, "no backend named", "");
+            return rep.not_carried(d, "no backend named", "backend = \"NAME\" in the frontend");
         };
         if d.words.len() > 2 || b.contains("%[") {
             let what = if b.contains("map") {
@@ -400,7 +410,7 @@ impl Settings {
                 format!("errorfile {code}: the engine's custom error response is the 503 one (no server can take the request)"),
                 "none: the engine answers other errors with its own short page",
             ),
-            _ => rep.not_carried(d, "an errorfile without a status", ""),
+            _ => rep.not_carried(d, "an errorfile without a status", "errorfile_503 = \"PATH\" in the backend"),
         }
     }
 
@@ -410,7 +420,11 @@ impl Settings {
             "redirect" => self.redirect(d, &d.words[2..], rep),
             "set-header" | "add-header" => {
                 let (Some(name), Some(value)) = (d.words.get(2), d.words.get(3)) else {
-                    return rep.not_carried(d, "a header rule without a name and a value", "");
+                    return rep.not_carried(
+                        d,
+                        "a header rule without a name and a value",
+                        "set_headers = { \"NAME\" = \"VALUE\" } in the frontend",
+                    );
                 };
                 let cond = d.words[4..].to_vec();
                 if value.replace("%%", "").contains('%') {
@@ -450,7 +464,11 @@ impl Settings {
                 "code" => {
                     match args.get(i + 1).and_then(|c| c.parse::<i64>().ok()) {
                         Some(c) => code = at(c, d.no),
-                        None => rep.not_carried(d, "a redirect code that is not a number", ""),
+                        None => rep.not_carried(
+                            d,
+                            "a redirect code that is not a number",
+                            "code = 301 in redirect_https",
+                        ),
                     }
                     i += 1;
                 }
@@ -489,7 +507,7 @@ impl Settings {
                 "a 404 answer taking the server out of rotation gently",
                 "set server B/S state drain on the admin socket (DRAIN keeps its sticky clients)",
             ),
-            "send-state" => rep.not_carried(d, "sending the check state to the server", "none"),
+            "send-state" => rep.not_carried(d, "sending the check state to the server", "none needed: the server's state shows in show servers and /stats.json"),
             w => rep.not_carried(
                 d,
                 format!("http-check {w}: multi-step and custom checks"),

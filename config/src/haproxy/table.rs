@@ -17,7 +17,10 @@ const RUSTLS: &str = "the engine's TLS (rustls) offers TLS 1.2 and 1.3 only, wit
 const KEEPALIVE: &str = "the engine keeps connections alive both ways and reuses server connections from per-core pools";
 const PROCESS: &str = "an HAProxy process option with no counterpart to set";
 const NOT_HTTP_CHECK: &str = "the engine's health checks are HTTP: write them in [backend.check] (method, uri, host, expect_status, expect_string)";
-const STICK: &str = "persistence is the cookie ([backend.cookie]): a client sticks to the server its cookie names";
+const STICK: &str =
+    "persistence is the cookie ([backend.cookie]): a client sticks to the server its cookie names";
+const NO_COUNTERPART: &str =
+    "no counterpart in the engine: leave it out (the engine's own behaviour applies)";
 const RULES: &str = "nothing in the engine; do it in Moodle or in the web server behind it";
 
 /// (key, verdict, why, what to do instead). The key is the first word, or the first two
@@ -94,7 +97,7 @@ const TABLE: &[(&str, Verdict, &str, &str)] = &[
     ("resetenv", NC, "HAProxy's environment variables", "write the values themselves in lb.toml"),
     ("unsetenv", NC, "HAProxy's environment variables", "write the values themselves in lb.toml"),
     ("log-send-hostname", NC, "syslog header fields", "none: the local syslog daemon adds the host name"),
-    ("log-tag", NC, "syslog header fields", "none"),
+    ("log-tag", NC, "syslog header fields", "none needed: the engine tags its syslog lines `engine`"),
     ("maxsslconn", NC, "rate and TLS connection limits", "global.maxconn caps client connections, all cores together"),
     ("maxconnrate", NC, "rate limits", "global.maxconn caps client connections; backend.max_queue and the waiting room absorb surges"),
     ("maxsessrate", NC, "rate limits", "global.maxconn caps client connections; backend.max_queue and the waiting room absorb surges"),
@@ -119,12 +122,12 @@ const TABLE: &[(&str, Verdict, &str, &str)] = &[
     ("log-format-sd", NC, "custom log formats", "[log] format = \"httplog\" or \"json\""),
     ("error-log-format", NC, "custom log formats", "[log] format = \"httplog\" or \"json\""),
     ("option tcplog", NC, "TCP logs: the engine logs HTTP requests", "[log] format = \"httplog\""),
-    ("option logasap", NC, "the engine logs each request once it ends", "none"),
+    ("option logasap", NC, "the engine logs each request once it ends", "none needed: long downloads show in the log when they end"),
     ("option log-separate-errors", NC, "log levels per outcome", "none: each line has its status and termination state"),
     ("option dontlog-normal", NC, "logging failures only", "none: the engine logs every request"),
     ("option http-ignore-probes", NC, "the engine logs connections that sent nothing unless dontlognull", "[log] dontlognull = true"),
-    ("unique-id-format", NC, "request ids", "none"),
-    ("unique-id-header", NC, "request ids", "none"),
+    ("unique-id-format", NC, "request ids", "add a request id in the web server behind the engine (Apache's mod_unique_id)"),
+    ("unique-id-header", NC, "request ids", "add a request id in the web server behind the engine (Apache's mod_unique_id)"),
     ("compression", NC, "compression", "compress in the web server behind the engine (mod_deflate, or Moodle's own)"),
     ("monitor-uri", NC, "a monitoring URI answered by the load balancer", "probe the stats endpoint (global.stats, GET /stats.json)"),
     ("monitor", NC, "a monitoring URI answered by the load balancer", "probe the stats endpoint (global.stats, GET /stats.json)"),
@@ -146,27 +149,27 @@ const TABLE: &[(&str, Verdict, &str, &str)] = &[
     ("appsession", NC, "application-session persistence", "[backend.cookie] mode = \"prefix\" on the application's cookie"),
     ("source", NC, "source addresses", "none: the kernel picks the source address"),
     ("rate-limit", NC, "rate limits", "backend.max_queue and the waiting room absorb surges"),
-    ("filter", NC, "filters", "none"),
+    ("filter", NC, "filters", NO_COUNTERPART),
     ("option abortonclose", NC, "aborting queued requests whose client left", "none: timeout_queue bounds the wait"),
-    ("option allbackups", NC, "using every backup at once", "none"),
+    ("option allbackups", NC, "using every backup at once", NO_COUNTERPART),
     ("option checkcache", NC, "cache checks on responses", "backend.cookie.nocache marks responses that set the cookie private"),
-    ("option http-no-delay", NC, "HAProxy's buffering tuning", "none"),
+    ("option http-no-delay", NC, "HAProxy's buffering tuning", NO_COUNTERPART),
     ("option http-restrict-req-hdr-names", NC, "header name filtering", "none: malformed header names are refused with 400"),
     ("option accept-invalid-http-request", NC, "accepting malformed requests", "none: the engine refuses them with 400"),
     ("option accept-invalid-http-response", NC, "accepting malformed responses", "none: the engine answers 502"),
-    ("option h1-case-adjust-bogus-client", NC, "header case rewriting", "none"),
-    ("option h1-case-adjust-bogus-server", NC, "header case rewriting", "none"),
-    ("h1-case-adjust", NC, "header case rewriting", "none"),
-    ("h1-case-adjust-file", NC, "header case rewriting", "none"),
-    ("option originalto", NC, "X-Original-To", "none"),
-    ("option tcpka", NC, "TCP keep-alive probes", "none"),
-    ("option clitcpka", NC, "TCP keep-alive probes", "none"),
-    ("option srvtcpka", NC, "TCP keep-alive probes", "none"),
-    ("option tcp-smart-accept", NC, "socket tuning", "none"),
-    ("option tcp-smart-connect", NC, "socket tuning", "none"),
-    ("option nolinger", NC, "socket tuning", "none"),
-    ("option transparent", NC, "transparent proxying", "none"),
-    ("option independent-streams", NC, "HAProxy's timeout accounting", "none"),
+    ("option h1-case-adjust-bogus-client", NC, "header case rewriting", NO_COUNTERPART),
+    ("option h1-case-adjust-bogus-server", NC, "header case rewriting", NO_COUNTERPART),
+    ("h1-case-adjust", NC, "header case rewriting", NO_COUNTERPART),
+    ("h1-case-adjust-file", NC, "header case rewriting", NO_COUNTERPART),
+    ("option originalto", NC, "X-Original-To", NO_COUNTERPART),
+    ("option tcpka", NC, "TCP keep-alive probes", NO_COUNTERPART),
+    ("option clitcpka", NC, "TCP keep-alive probes", NO_COUNTERPART),
+    ("option srvtcpka", NC, "TCP keep-alive probes", NO_COUNTERPART),
+    ("option tcp-smart-accept", NC, "socket tuning", NO_COUNTERPART),
+    ("option tcp-smart-connect", NC, "socket tuning", NO_COUNTERPART),
+    ("option nolinger", NC, "socket tuning", NO_COUNTERPART),
+    ("option transparent", NC, "transparent proxying", NO_COUNTERPART),
+    ("option independent-streams", NC, "HAProxy's timeout accounting", NO_COUNTERPART),
     ("option http-buffer-request", NC, "waiting for the whole body before choosing a server", "none: bodies are streamed"),
     ("option ssl-hello-chk", NC, "non-HTTP health checks", NOT_HTTP_CHECK),
     ("option mysql-check", NC, "non-HTTP health checks", NOT_HTTP_CHECK),
@@ -179,8 +182,8 @@ const TABLE: &[(&str, Verdict, &str, &str)] = &[
     ("option spop-check", NC, "non-HTTP health checks", NOT_HTTP_CHECK),
     ("tcp-check", NC, "non-HTTP health checks", NOT_HTTP_CHECK),
     ("external-check", NC, "external health checks", NOT_HTTP_CHECK),
-    ("http-send-name-header", NC, "a header naming the server", "none"),
-    ("max-keep-alive-queue", NC, "HAProxy's keep-alive queueing", "none"),
+    ("http-send-name-header", NC, "a header naming the server", NO_COUNTERPART),
+    ("max-keep-alive-queue", NC, "HAProxy's keep-alive queueing", NO_COUNTERPART),
     ("retry-on", NC, "retry conditions", "retries: a failed connect is retried on another server, and so is an idempotent request without a byte of response"),
     ("enabled", NC, "proxies disabled at start", "remove the proxy, or keep it"),
     ("disabled", NC, "proxies disabled at start", "remove the proxy, or keep it"),
@@ -189,7 +192,7 @@ const TABLE: &[(&str, Verdict, &str, &str)] = &[
     ("peers", NC, "peers (stick-table replication)", STICK),
     ("resolvers", NC, "DNS resolvers", "write servers by IP address"),
     ("mailers", NC, "mail alerts", "alert from the metrics (GET /metrics)"),
-    ("cache", NC, "HAProxy's cache", "none"),
+    ("cache", NC, "HAProxy's cache", NO_COUNTERPART),
     ("program", NC, "programs run by HAProxy", "run them as systemd units"),
     ("http-errors", NC, "custom error responses", "backend.errorfile_503"),
     ("ring", NC, "log rings", "[log] access"),
@@ -199,8 +202,14 @@ const TABLE: &[(&str, Verdict, &str, &str)] = &[
 /// The verdict on a directive the translation does not handle, from the table; `None`
 /// when the importer does not know it.
 pub(crate) fn lookup(words: &[String]) -> Option<(Verdict, &'static str, &'static str)> {
-    let w0 = words.first().map(|w| w.to_ascii_lowercase()).unwrap_or_default();
-    let w1 = words.get(1).map(|w| w.to_ascii_lowercase()).unwrap_or_default();
+    let w0 = words
+        .first()
+        .map(|w| w.to_ascii_lowercase())
+        .unwrap_or_default();
+    let w1 = words
+        .get(1)
+        .map(|w| w.to_ascii_lowercase())
+        .unwrap_or_default();
     let two = format!("{w0} {w1}");
     let find = |k: &str| {
         TABLE

@@ -68,7 +68,10 @@ pub(crate) fn timeout_fields(
             rep.at_line(
                 ReportKind::NotNeeded,
                 v.line,
-                format!("HAProxy ignores this timeout in a {} section", sec.kind.word()),
+                format!(
+                    "HAProxy ignores this timeout in a {} section",
+                    sec.kind.word()
+                ),
                 "",
             );
         }
@@ -94,11 +97,20 @@ fn read(text: &str, base: &Path, g: &mut Global, rep: &mut Reports) -> Read {
     }
     for e in errors {
         rep.raw.insert(e.no, e.raw.clone());
-        rep.at_line(ReportKind::NotCarried, e.no, format!("the line cannot be read: {}", e.message), "fix the quoting in the HAProxy file and import again");
+        rep.at_line(
+            ReportKind::NotCarried,
+            e.no,
+            format!("the line cannot be read: {}", e.message),
+            "fix the quoting in the HAProxy file and import again",
+        );
     }
     let (secs, orphans) = sections(lines);
     for o in &orphans {
-        rep.not_carried(o, "outside any section (HAProxy refuses it)", "put it in the section it belongs to");
+        rep.not_carried(
+            o,
+            "outside any section (HAProxy refuses it)",
+            "put it in the section it belongs to",
+        );
     }
     let mut named: HashMap<String, Settings> = HashMap::new();
     let mut current = Settings::default();
@@ -113,17 +125,30 @@ fn read(text: &str, base: &Path, g: &mut Global, rep: &mut Reports) -> Read {
         match sec.kind {
             Kind::Global => sec.dirs.iter().for_each(|d| g.apply(d, base, rep)),
             Kind::Defaults => {
-                let mut s = sec.from.as_ref().and_then(|f| named.get(f).cloned()).unwrap_or_default();
+                let mut s = sec
+                    .from
+                    .as_ref()
+                    .and_then(|f| named.get(f).cloned())
+                    .unwrap_or_default();
                 for d in &sec.dirs {
                     if s.apply(d, Kind::Defaults, rep) == Took::Proxy {
-                        rep.not_carried(d, format!("`{}` in a defaults section (HAProxy refuses it)", kw(d, 0)), "put it in the frontend or backend it belongs to");
+                        rep.not_carried(
+                            d,
+                            format!("`{}` in a defaults section (HAProxy refuses it)", kw(d, 0)),
+                            "put it in the frontend or backend it belongs to",
+                        );
                     }
                 }
                 current = s.clone();
                 if let Some(n) = &sec.name {
                     named.insert(n.clone(), s.clone());
                 }
-                r.defaults_rules.extend(s.redirects.iter().filter(|x| sec.holds(x.d.no)).map(|x| x.d.clone()));
+                r.defaults_rules.extend(
+                    s.redirects
+                        .iter()
+                        .filter(|x| sec.holds(x.d.no))
+                        .map(|x| x.d.clone()),
+                );
                 r.defaults += 1;
                 r.last_defaults = Some(s);
             }
@@ -137,14 +162,27 @@ fn read(text: &str, base: &Path, g: &mut Global, rep: &mut Reports) -> Read {
                 for d in &sec.dirs {
                     if s.apply(d, sec.kind, rep) == Took::Proxy {
                         match (kw(d, 0).as_str(), sec.kind) {
-                            ("bind", Kind::Backend) => rep.not_carried(d, "`bind` in a backend (HAProxy refuses it)", "put it in a frontend"),
-                            ("server", Kind::Frontend) => rep.not_carried(d, "`server` in a frontend (HAProxy refuses it)", "put it in a backend"),
+                            ("bind", Kind::Backend) => rep.not_carried(
+                                d,
+                                "`bind` in a backend (HAProxy refuses it)",
+                                "put it in a frontend",
+                            ),
+                            ("server", Kind::Frontend) => rep.not_carried(
+                                d,
+                                "`server` in a frontend (HAProxy refuses it)",
+                                "put it in a backend",
+                            ),
                             ("bind", _) => binds.push(d.clone()),
                             _ => servers.extend(ServerSpec::parse(d, &s.default_server, rep)),
                         }
                     }
                 }
-                r.proxies.push(Proxy { sec, s, binds, servers });
+                r.proxies.push(Proxy {
+                    sec,
+                    s,
+                    binds,
+                    servers,
+                });
             }
         }
     }
@@ -165,32 +203,58 @@ pub(crate) fn translate(text: &str, base: &Path) -> Translation {
     };
     let mut skipped: HashSet<usize> = HashSet::new();
     for o in &r.others {
-        let what = lookup(&o.head.words).map_or("a section the engine has no counterpart for", |v| v.1);
+        let what =
+            lookup(&o.head.words).map_or("a section the engine has no counterpart for", |v| v.1);
         let instead = lookup(&o.head.words).map_or("", |v| v.2);
-        rep.not_carried(&o.head, format!("the {} section: {what}", kw(&o.head, 0)), instead);
+        rep.not_carried(
+            &o.head,
+            format!("the {} section: {what}", kw(&o.head, 0)),
+            instead,
+        );
         skipped.extend(o.dirs.iter().map(|d| d.no));
     }
-    let live: Vec<&Proxy> = proxies.iter().filter(|p| keep(p, &mut rep, &mut skipped)).collect();
+    let live: Vec<&Proxy> = proxies
+        .iter()
+        .filter(|p| keep(p, &mut rep, &mut skipped))
+        .collect();
 
-    let backs: Vec<&Proxy> = live.iter().copied().filter(|p| p.sec.kind == Kind::Backend || (p.sec.kind == Kind::Listen && !p.servers.is_empty())).collect();
+    let backs: Vec<&Proxy> = live
+        .iter()
+        .copied()
+        .filter(|p| {
+            p.sec.kind == Kind::Backend || (p.sec.kind == Kind::Listen && !p.servers.is_empty())
+        })
+        .collect();
     let mut fe_errorfiles: HashMap<String, At<String>> = HashMap::new();
     let mut fronts = Vec::new();
     let mut front_settings = Vec::new();
-    for p in live.iter().filter(|p| p.sec.kind.front() && p.sec.kind != Kind::Defaults) {
+    for p in live
+        .iter()
+        .filter(|p| p.sec.kind.front() && p.sec.kind != Kind::Defaults)
+    {
         if stats_proxy(p, &mut g, &mut rep) || (p.sec.kind == Kind::Listen && p.binds.is_empty()) {
             continue;
         }
         if p.binds.is_empty() {
-            rep.not_carried(&p.sec.head, "a frontend without `bind`", "add bind = [\"0.0.0.0:80\"] to it in lb.toml");
+            rep.not_carried(
+                &p.sec.head,
+                "a frontend without `bind`",
+                "add bind = [\"0.0.0.0:80\"] to it in lb.toml",
+            );
             continue;
         }
         let backend = route(p, &mut rep);
         if let (Some(b), Some(e)) = (&backend, &p.s.errorfile_503) {
             if p.sec.holds(e.line) {
-                fe_errorfiles.entry(b.v.clone()).or_insert_with(|| e.clone());
+                fe_errorfiles
+                    .entry(b.v.clone())
+                    .or_insert_with(|| e.clone());
             }
         }
-        rep.carried(&p.sec.head, format!("[[frontend]] name = \"{}\"", p.sec.name_or("frontend")));
+        rep.carried(
+            &p.sec.head,
+            format!("[[frontend]] name = \"{}\"", p.sec.name_or("frontend")),
+        );
         fronts.extend(frontend_tables(p, backend.as_ref(), &mut cx, &mut rep));
         front_settings.push(&p.s);
     }
@@ -198,11 +262,18 @@ pub(crate) fn translate(text: &str, base: &Path) -> Translation {
     for p in &backs {
         let name = p.sec.name_or("backend");
         rep.carried(&p.sec.head, format!("[[backend]] name = \"{name}\""));
-        backends.extend(backend_tables(p, fe_errorfiles.get(&name), &mut cx, &mut rep));
+        backends.extend(backend_tables(
+            p,
+            fe_errorfiles.get(&name),
+            &mut cx,
+            &mut rep,
+        ));
     }
 
     let mut tables = g.tables();
-    tables.push(defaults_table(r.last_defaults.as_ref().filter(|_| cx.single_defaults)));
+    tables.push(defaults_table(
+        r.last_defaults.as_ref().filter(|_| cx.single_defaults),
+    ));
     tables.push(g.log_table(&front_settings, &mut rep));
     tables.extend(fronts);
     tables.extend(backends);
@@ -230,10 +301,21 @@ fn defaults_table(s: Option<&Settings>) -> Table {
 /// directives.
 fn keep(p: &Proxy, rep: &mut Reports, skipped: &mut HashSet<usize>) -> bool {
     let Some(m) = &p.s.mode else { return true };
-    rep.not_carried(&p.sec.head, format!("a proxy in `{}`: the engine proxies HTTP only, so it is left out", m.raw), "keep HAProxy (or another TCP proxy) for this traffic");
+    rep.not_carried(
+        &p.sec.head,
+        format!(
+            "a proxy in `{}`: the engine proxies HTTP only, so it is left out",
+            m.raw
+        ),
+        "keep HAProxy (or another TCP proxy) for this traffic",
+    );
     for d in &p.sec.dirs {
         if !rep.has_line(d.no) {
-            rep.not_carried(d, "left out with its proxy (not in HTTP mode)", "");
+            rep.not_carried(
+                d,
+                "left out with its proxy (not in HTTP mode)",
+                "keep HAProxy (or another TCP proxy) for this traffic",
+            );
         }
         skipped.insert(d.no);
     }
@@ -244,16 +326,35 @@ fn keep(p: &Proxy, rep: &mut Reports, skipped: &mut HashSet<usize>) -> bool {
 fn route(p: &Proxy, rep: &mut Reports) -> Option<At<String>> {
     if let Some(u) = &p.s.use_backend {
         if let Some(d) = p.s.default_backend.as_ref().filter(|d| p.sec.holds(d.line)) {
-            rep.at_line(ReportKind::NotNeeded, d.line, "every request matches the `use_backend` without a condition first", "");
+            rep.at_line(
+                ReportKind::NotNeeded,
+                d.line,
+                "every request matches the `use_backend` without a condition first",
+                "",
+            );
         }
-        rep.at_line(ReportKind::Carried, u.line, format!("backend = \"{}\" (a use_backend without a condition takes every request)", u.v), "");
+        rep.at_line(
+            ReportKind::Carried,
+            u.line,
+            format!(
+                "backend = \"{}\" (a use_backend without a condition takes every request)",
+                u.v
+            ),
+            "",
+        );
         return Some(u.clone());
     }
     if let Some(d) = &p.s.default_backend {
-        rep.at_line(ReportKind::Carried, d.line, format!("backend = \"{}\"", d.v), "");
+        rep.at_line(
+            ReportKind::Carried,
+            d.line,
+            format!("backend = \"{}\"", d.v),
+            "",
+        );
         return Some(d.clone());
     }
-    (p.sec.kind == Kind::Listen && !p.servers.is_empty()).then(|| at(p.sec.name_or("listen"), p.sec.head.no))
+    (p.sec.kind == Kind::Listen && !p.servers.is_empty())
+        .then(|| at(p.sec.name_or("listen"), p.sec.head.no))
 }
 
 /// A frontend or listen that only serves HAProxy's stats page: `[global] stats`.
@@ -262,10 +363,13 @@ fn stats_proxy(p: &Proxy, g: &mut Global, rep: &mut Reports) -> bool {
     if !own {
         return false;
     }
-    let proxying = !p.servers.is_empty() || p.s.default_backend.is_some() || p.s.use_backend.is_some();
+    let proxying =
+        !p.servers.is_empty() || p.s.default_backend.is_some() || p.s.use_backend.is_some();
     let first = p.binds.first().and_then(|b| {
         let a = b.words.get(1)?.split(',').next()?.to_owned();
-        bind_addresses(&a, false).ok().map(|(v, _)| (b.clone(), v[0].clone()))
+        bind_addresses(&a, false)
+            .ok()
+            .map(|(v, _)| (b.clone(), v[0].clone()))
     });
     let taken = proxying || g.stats.is_some() || first.is_none();
     for d in &p.s.stats {
@@ -292,7 +396,12 @@ fn stats_proxy(p: &Proxy, g: &mut Global, rep: &mut Reports) -> bool {
 /// The `redirect` in `defaults` that HAProxy refuses, reported as fixed where carried.
 fn defaults_redirect_reports(rules: &[Directive], cx: &Cx, rep: &mut Reports) {
     for d in rules {
-        let to: Vec<&str> = cx.defaults_redirects.iter().filter(|(l, _)| *l == d.no).map(|(_, f)| f.as_str()).collect();
+        let to: Vec<&str> = cx
+            .defaults_redirects
+            .iter()
+            .filter(|(l, _)| *l == d.no)
+            .map(|(_, f)| f.as_str())
+            .collect();
         let refused = kw(d, 0) == "redirect";
         let why = if refused {
             "HAProxy refuses this file: `redirect` is not allowed in a `defaults` section (HAProxy 2.6 stops with an error, so the configuration as published never ran)"
@@ -317,7 +426,9 @@ fn defaults_redirect_reports(rules: &[Directive], cx: &Cx, rep: &mut Reports) {
 fn fallback_notes(live: &[&Proxy], rep: &mut Reports) {
     for p in live {
         let t = &p.s.timeouts;
-        let note = |rep: &mut Reports, v: &At<String>, msg: String| rep.at_line(ReportKind::Changed, v.line, msg, "");
+        let note = |rep: &mut Reports, v: &At<String>, msg: String| {
+            rep.at_line(ReportKind::Changed, v.line, msg, "")
+        };
         if p.sec.kind.front() {
             if let (None, Some(c)) = (&t[3], &t[1]) {
                 note(rep, c, format!("HAProxy also waited up to this timeout ({}) for a request head, as there is no `timeout http-request`; the engine's timeout_http_request is 10s (write timeout_http_request = {} to keep HAProxy's)", c.v, toml_str(&c.v)));
@@ -336,11 +447,20 @@ fn fallback_notes(live: &[&Proxy], rep: &mut Reports) {
 
 /// Every directive nothing reported yet: nothing in the result uses it.
 fn sweep(proxies: &[Proxy], skipped: &HashSet<usize>, rep: &mut Reports) {
-    let mut missing: Vec<usize> = rep.raw.keys().copied().filter(|l| !rep.has_line(*l) && !skipped.contains(l)).collect();
+    let mut missing: Vec<usize> = rep
+        .raw
+        .keys()
+        .copied()
+        .filter(|l| !rep.has_line(*l) && !skipped.contains(l))
+        .collect();
     missing.sort_unstable();
     for l in missing {
         let head = rep.raw.get(&l).is_some_and(|r| {
-            let w = r.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+            let w = r
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
             ["global", "defaults"].contains(&w.as_str())
         });
         if head {
