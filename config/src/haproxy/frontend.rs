@@ -9,7 +9,7 @@ use std::path::Path;
 use super::cond::{self, Ssl};
 use super::emit::{at, toml_str, toml_str_array, At, Table};
 use super::files::{self, Cert};
-use super::model::{kw, Directive};
+use super::model::Directive;
 use super::report::Reports;
 use super::servers::bind_addresses;
 use super::translate::{timeout_fields, Cx, Proxy};
@@ -336,7 +336,7 @@ fn redirect_table(
             );
         }
         let what = format!(
-            "redirect_https = {{ code = {} }}{}",
+            "redirect_https = {{ code = {}{} }}",
             code.v,
             if c.except.is_empty() {
                 String::new()
@@ -345,7 +345,7 @@ fn redirect_table(
             }
         );
         if own {
-            let default = if kw(&r.d, 0) == "redirect" && !r.d.words.iter().any(|w| w == "code") {
+            let default = if !r.d.words.iter().any(|w| w == "code") {
                 " (302 is HAProxy's default code)"
             } else {
                 ""
