@@ -5,6 +5,7 @@
 use super::check::check_table;
 use super::emit::{at, toml_str, At, Table};
 use super::files;
+use super::model::Directive;
 use super::report::Reports;
 use super::settings::CookieSpec;
 use super::translate::{timeout_fields, Cx, Proxy};
@@ -133,35 +134,7 @@ fn cookie_table(
         }
     }
     t.raw("mode", toml_str(mode), d.no);
-    if mode == "insert" {
-        t.raw("indirect", c.indirect.to_string(), d.no);
-    }
-    t.raw("nocache", c.nocache.to_string(), d.no);
-    if c.httponly {
-        t.raw("httponly", "true".into(), d.no);
-    }
-    if c.secure {
-        t.raw("secure", "true".into(), d.no);
-    }
-    if let Some(s) = &c.samesite {
-        t.raw("samesite", toml_str(s), d.no);
-    }
-    if let Some(dom) = c.domains.first() {
-        t.raw("domain", toml_str(dom), d.no);
-    }
-    if c.domains.len() > 1 {
-        rep.not_carried(
-            d,
-            "several cookie domains: the engine sets one",
-            format!("domain = \"{}\" is written", c.domains[0]),
-        );
-    }
-    if let Some(m) = &c.maxidle {
-        t.raw("maxidle", toml_str(m), d.no);
-    }
-    if let Some(m) = &c.maxlife {
-        t.raw("maxlife", toml_str(m), d.no);
-    }
+    attributes(&mut t, c, d, mode == "insert", rep);
     if !(mode == "insert" && moodle) {
         let extra = if app.is_some() {
             format!(
@@ -191,4 +164,38 @@ fn cookie_table(
         rep.changed(d, format!("servers without a `cookie` value ({}) had no persistence in HAProxy; the engine uses each server's name as its cookie value", bare.join(", ")));
     }
     Some((t, app))
+}
+
+/// The cookie's flags and attributes, as HAProxy had them (its defaults are not the
+/// engine's: indirect and nocache are written either way).
+fn attributes(t: &mut Table, c: &CookieSpec, d: &Directive, insert: bool, rep: &mut Reports) {
+    if insert {
+        t.raw("indirect", c.indirect.to_string(), d.no);
+    }
+    t.raw("nocache", c.nocache.to_string(), d.no);
+    if c.httponly {
+        t.raw("httponly", "true".into(), d.no);
+    }
+    if c.secure {
+        t.raw("secure", "true".into(), d.no);
+    }
+    if let Some(s) = &c.samesite {
+        t.raw("samesite", toml_str(s), d.no);
+    }
+    if let Some(dom) = c.domains.first() {
+        t.raw("domain", toml_str(dom), d.no);
+    }
+    if c.domains.len() > 1 {
+        rep.not_carried(
+            d,
+            "several cookie domains: the engine sets one",
+            format!("domain = \"{}\" is written", c.domains[0]),
+        );
+    }
+    if let Some(m) = &c.maxidle {
+        t.raw("maxidle", toml_str(m), d.no);
+    }
+    if let Some(m) = &c.maxlife {
+        t.raw("maxlife", toml_str(m), d.no);
+    }
 }

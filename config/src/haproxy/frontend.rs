@@ -180,29 +180,7 @@ pub(crate) fn frontend_tables(
     let both = halves.len() == 2;
     for (hname, hbinds) in &halves {
         let is_tls = hbinds.first().is_some_and(|b| b.tls);
-        let mut t = Table::new("[[frontend]]", p.sec.head.no, p.sec.head.raw.clone());
-        t.str("name", &at(hname.clone(), p.sec.head.no));
-        let items = hbinds
-            .iter()
-            .flat_map(|b| b.addrs.iter().map(|a| (toml_str(a), b.d.no)))
-            .collect();
-        t.array("bind", items);
-        if let Some(b) = backend {
-            t.str("backend", b);
-        }
-        forwarded_for(p, &mut t, rep);
-        timeout_fields(&mut t, &p.s, &p.sec, cx.single_defaults, &[1, 3, 4], rep);
-        if let Some(b) = hbinds.iter().find(|b| b.alpn.is_some()) {
-            let alpn = b.alpn.clone().unwrap_or_default();
-            t.commented(
-                "alpn",
-                toml_str_array(&alpn),
-                b.d.no,
-                "carried as a comment until HTTP/2 lands",
-            );
-            rep.changed(&b.d, format!("alpn {}: carried as a comment (# alpn = {}) until HTTP/2 lands; the engine answers ALPN with http/1.1", alpn.join(","), toml_str_array(&alpn)));
-        }
-        out.push(t);
+        out.push(main_table(p, hname, hbinds, backend, cx, rep));
         if !is_tls {
             out.extend(redirect_table(p, hname, both, cx, rep, &mut used_acls));
         } else {
@@ -216,8 +194,49 @@ pub(crate) fn frontend_tables(
             rep.not_needed(&h.d, "its condition is never true on this frontend");
         }
     }
+    report_acls(p, &used_acls, rep);
+    out
+}
+
+/// The `[[frontend]]` table itself: name, bind, backend, forwarded_for, timeouts, and
+/// the alpn comment.
+fn main_table(
+    p: &Proxy,
+    name: &str,
+    binds: &[&Bind],
+    backend: Option<&At<String>>,
+    cx: &Cx,
+    rep: &mut Reports,
+) -> Table {
+    let mut t = Table::new("[[frontend]]", p.sec.head.no, p.sec.head.raw.clone());
+    t.str("name", &at(name.to_owned(), p.sec.head.no));
+    let items = binds
+        .iter()
+        .flat_map(|b| b.addrs.iter().map(|a| (toml_str(a), b.d.no)))
+        .collect();
+    t.array("bind", items);
+    if let Some(b) = backend {
+        t.str("backend", b);
+    }
+    forwarded_for(p, &mut t, rep);
+    timeout_fields(&mut t, &p.s, &p.sec, cx.single_defaults, &[1, 3, 4], rep);
+    if let Some(b) = binds.iter().find(|b| b.alpn.is_some()) {
+        let alpn = b.alpn.clone().unwrap_or_default();
+        t.commented(
+            "alpn",
+            toml_str_array(&alpn),
+            b.d.no,
+            "carried as a comment until HTTP/2 lands",
+        );
+        rep.changed(&b.d, format!("alpn {}: carried as a comment (# alpn = {}) until HTTP/2 lands; the engine answers ALPN with http/1.1", alpn.join(","), toml_str_array(&alpn)));
+    }
+    t
+}
+
+/// ACLs: carried when a carried redirect used them (its except_prefixes), else listed.
+fn report_acls(p: &Proxy, used: &[String], rep: &mut Reports) {
     for a in &p.s.acls {
-        if used_acls.contains(&a.name) {
+        if used.contains(&a.name) {
             rep.carried(
                 &a.d,
                 "used by the redirect: its paths are the redirect's except_prefixes",
@@ -230,7 +249,6 @@ pub(crate) fn frontend_tables(
             );
         }
     }
-    out
 }
 
 fn forwarded_for(p: &Proxy, t: &mut Table, rep: &mut Reports) {

@@ -155,7 +155,7 @@ pub(crate) fn haproxy_ms(s: &str) -> Option<u64> {
 /// Milliseconds as the engine writes durations: the largest unit that divides them.
 pub(crate) fn engine_duration(ms: u64) -> String {
     for (per, unit) in [(3_600_000, "h"), (60_000, "m"), (1000, "s")] {
-        if ms >= per && ms % per == 0 {
+        if ms >= per && ms.is_multiple_of(per) {
             return format!("{}{unit}", ms / per);
         }
     }

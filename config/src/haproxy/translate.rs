@@ -122,23 +122,15 @@ fn read(text: &str, base: &Path, g: &mut Global, rep: &mut Reports) -> Read {
         others: Vec::new(),
     };
     for sec in secs {
+        let inherited = match &sec.from {
+            Some(f) => named.get(f).cloned().unwrap_or_default(),
+            None if sec.kind == Kind::Defaults => Settings::default(),
+            None => current.clone(),
+        };
         match sec.kind {
             Kind::Global => sec.dirs.iter().for_each(|d| g.apply(d, base, rep)),
             Kind::Defaults => {
-                let mut s = sec
-                    .from
-                    .as_ref()
-                    .and_then(|f| named.get(f).cloned())
-                    .unwrap_or_default();
-                for d in &sec.dirs {
-                    if s.apply(d, Kind::Defaults, rep) == Took::Proxy {
-                        rep.not_carried(
-                            d,
-                            format!("`{}` in a defaults section (HAProxy refuses it)", kw(d, 0)),
-                            "put it in the frontend or backend it belongs to",
-                        );
-                    }
-                }
+                let s = read_defaults(&sec, inherited, rep);
                 current = s.clone();
                 if let Some(n) = &sec.name {
                     named.insert(n.clone(), s.clone());
@@ -153,40 +145,54 @@ fn read(text: &str, base: &Path, g: &mut Global, rep: &mut Reports) -> Read {
                 r.last_defaults = Some(s);
             }
             Kind::Other => r.others.push(sec),
-            _ => {
-                let mut s = match &sec.from {
-                    Some(f) => named.get(f).cloned().unwrap_or_default(),
-                    None => current.clone(),
-                };
-                let (mut binds, mut servers) = (Vec::new(), Vec::new());
-                for d in &sec.dirs {
-                    if s.apply(d, sec.kind, rep) == Took::Proxy {
-                        match (kw(d, 0).as_str(), sec.kind) {
-                            ("bind", Kind::Backend) => rep.not_carried(
-                                d,
-                                "`bind` in a backend (HAProxy refuses it)",
-                                "put it in a frontend",
-                            ),
-                            ("server", Kind::Frontend) => rep.not_carried(
-                                d,
-                                "`server` in a frontend (HAProxy refuses it)",
-                                "put it in a backend",
-                            ),
-                            ("bind", _) => binds.push(d.clone()),
-                            _ => servers.extend(ServerSpec::parse(d, &s.default_server, rep)),
-                        }
-                    }
-                }
-                r.proxies.push(Proxy {
-                    sec,
-                    s,
-                    binds,
-                    servers,
-                });
-            }
+            _ => r.proxies.push(read_proxy(sec, inherited, rep)),
         }
     }
     r
+}
+
+/// A defaults section applied over what it inherits (`from NAME`, else nothing).
+fn read_defaults(sec: &Section, mut s: Settings, rep: &mut Reports) -> Settings {
+    for d in &sec.dirs {
+        if s.apply(d, Kind::Defaults, rep) == Took::Proxy {
+            rep.not_carried(
+                d,
+                format!("`{}` in a defaults section (HAProxy refuses it)", kw(d, 0)),
+                "put it in the frontend or backend it belongs to",
+            );
+        }
+    }
+    s
+}
+
+/// A frontend, backend or listen section applied over its defaults.
+fn read_proxy(sec: Section, mut s: Settings, rep: &mut Reports) -> Proxy {
+    let (mut binds, mut servers) = (Vec::new(), Vec::new());
+    for d in &sec.dirs {
+        if s.apply(d, sec.kind, rep) != Took::Proxy {
+            continue;
+        }
+        match (kw(d, 0).as_str(), sec.kind) {
+            ("bind", Kind::Backend) => rep.not_carried(
+                d,
+                "`bind` in a backend (HAProxy refuses it)",
+                "put it in a frontend",
+            ),
+            ("server", Kind::Frontend) => rep.not_carried(
+                d,
+                "`server` in a frontend (HAProxy refuses it)",
+                "put it in a backend",
+            ),
+            ("bind", _) => binds.push(d.clone()),
+            _ => servers.extend(ServerSpec::parse(d, &s.default_server, rep)),
+        }
+    }
+    Proxy {
+        sec,
+        s,
+        binds,
+        servers,
+    }
 }
 
 /// The whole translation of an HAProxy file whose folder is `base`.
@@ -194,7 +200,6 @@ pub(crate) fn translate(text: &str, base: &Path) -> Translation {
     let mut rep = Reports::default();
     let mut g = Global::default();
     let r = read(text, base, &mut g, &mut rep);
-    let proxies = &r.proxies;
     let mut cx = Cx {
         base: base.to_path_buf(),
         crt_base: g.crt_base.clone(),
@@ -202,10 +207,43 @@ pub(crate) fn translate(text: &str, base: &Path) -> Translation {
         defaults_redirects: Vec::new(),
     };
     let mut skipped: HashSet<usize> = HashSet::new();
-    for o in &r.others {
-        let what =
-            lookup(&o.head.words).map_or("a section the engine has no counterpart for", |v| v.1);
-        let instead = lookup(&o.head.words).map_or("", |v| v.2);
+    report_others(&r.others, &mut rep, &mut skipped);
+    let live: Vec<&Proxy> = r
+        .proxies
+        .iter()
+        .filter(|p| keep(p, &mut rep, &mut skipped))
+        .collect();
+    let fronts = frontends(&live, &mut g, &mut cx, &mut rep);
+    let mut backends = Vec::new();
+    let backs = live.iter().filter(|p| {
+        p.sec.kind == Kind::Backend || (p.sec.kind == Kind::Listen && !p.servers.is_empty())
+    });
+    for p in backs {
+        let name = p.sec.name_or("backend");
+        rep.carried(&p.sec.head, format!("[[backend]] name = \"{name}\""));
+        let fallback = fronts.errorfiles.get(&name);
+        backends.extend(backend_tables(p, fallback, &mut cx, &mut rep));
+    }
+    let mut tables = g.tables();
+    tables.push(defaults_table(
+        r.last_defaults.as_ref().filter(|_| cx.single_defaults),
+    ));
+    tables.push(g.log_table(&fronts.settings, &mut rep));
+    tables.extend(fronts.tables);
+    tables.extend(backends);
+    defaults_redirect_reports(&r.defaults_rules, &cx, &mut rep);
+    fallback_notes(&live, &mut rep);
+    sweep(&r.proxies, &skipped, &mut rep);
+    Translation { tables, rep }
+}
+
+/// Sections the engine has no counterpart for (userlist, peers, ...): reported by their
+/// header; their lines are not reported one by one.
+fn report_others(others: &[Section], rep: &mut Reports, skipped: &mut HashSet<usize>) {
+    for o in others {
+        let v = lookup(&o.head.words);
+        let what = v.map_or("a section the engine has no counterpart for", |v| v.1);
+        let instead = v.map_or("", |v| v.2);
         rep.not_carried(
             &o.head,
             format!("the {} section: {what}", kw(&o.head, 0)),
@@ -213,26 +251,27 @@ pub(crate) fn translate(text: &str, base: &Path) -> Translation {
         );
         skipped.extend(o.dirs.iter().map(|d| d.no));
     }
-    let live: Vec<&Proxy> = proxies
-        .iter()
-        .filter(|p| keep(p, &mut rep, &mut skipped))
-        .collect();
+}
 
-    let backs: Vec<&Proxy> = live
-        .iter()
-        .copied()
-        .filter(|p| {
-            p.sec.kind == Kind::Backend || (p.sec.kind == Kind::Listen && !p.servers.is_empty())
-        })
-        .collect();
-    let mut fe_errorfiles: HashMap<String, At<String>> = HashMap::new();
-    let mut fronts = Vec::new();
-    let mut front_settings = Vec::new();
+/// The engine frontends, the settings of the proxies they came from (for `[log]`), and
+/// the `errorfile 503` each frontend section set, by the backend it goes to.
+struct Fronts<'a> {
+    tables: Vec<Table>,
+    settings: Vec<&'a Settings>,
+    errorfiles: HashMap<String, At<String>>,
+}
+
+fn frontends<'a>(live: &[&'a Proxy], g: &mut Global, cx: &mut Cx, rep: &mut Reports) -> Fronts<'a> {
+    let mut f = Fronts {
+        tables: Vec::new(),
+        settings: Vec::new(),
+        errorfiles: HashMap::new(),
+    };
     for p in live
         .iter()
         .filter(|p| p.sec.kind.front() && p.sec.kind != Kind::Defaults)
     {
-        if stats_proxy(p, &mut g, &mut rep) || (p.sec.kind == Kind::Listen && p.binds.is_empty()) {
+        if stats_proxy(p, g, rep) || (p.sec.kind == Kind::Listen && p.binds.is_empty()) {
             continue;
         }
         if p.binds.is_empty() {
@@ -243,44 +282,21 @@ pub(crate) fn translate(text: &str, base: &Path) -> Translation {
             );
             continue;
         }
-        let backend = route(p, &mut rep);
+        let backend = route(p, rep);
         if let (Some(b), Some(e)) = (&backend, &p.s.errorfile_503) {
             if p.sec.holds(e.line) {
-                fe_errorfiles
-                    .entry(b.v.clone())
-                    .or_insert_with(|| e.clone());
+                f.errorfiles.entry(b.v.clone()).or_insert_with(|| e.clone());
             }
         }
         rep.carried(
             &p.sec.head,
             format!("[[frontend]] name = \"{}\"", p.sec.name_or("frontend")),
         );
-        fronts.extend(frontend_tables(p, backend.as_ref(), &mut cx, &mut rep));
-        front_settings.push(&p.s);
+        f.tables
+            .extend(frontend_tables(p, backend.as_ref(), cx, rep));
+        f.settings.push(&p.s);
     }
-    let mut backends = Vec::new();
-    for p in &backs {
-        let name = p.sec.name_or("backend");
-        rep.carried(&p.sec.head, format!("[[backend]] name = \"{name}\""));
-        backends.extend(backend_tables(
-            p,
-            fe_errorfiles.get(&name),
-            &mut cx,
-            &mut rep,
-        ));
-    }
-
-    let mut tables = g.tables();
-    tables.push(defaults_table(
-        r.last_defaults.as_ref().filter(|_| cx.single_defaults),
-    ));
-    tables.push(g.log_table(&front_settings, &mut rep));
-    tables.extend(fronts);
-    tables.extend(backends);
-    defaults_redirect_reports(&r.defaults_rules, &cx, &mut rep);
-    fallback_notes(&live, &mut rep);
-    sweep(proxies, &skipped, &mut rep);
-    Translation { tables, rep }
+    f
 }
 
 /// The `[defaults]` table from the one defaults section.
