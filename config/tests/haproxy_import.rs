@@ -81,6 +81,12 @@ fn seed_reports_its_three_defects_and_fixes_the_lockout() {
         "the error points back to the bind line"
     );
     assert!(err.toml_line > 0);
+    assert!(
+        !i.report
+            .iter()
+            .any(|r| r.message.contains("default mode is tcp")),
+        "the seed is in mode http"
+    );
     // Not needed, with why.
     for d in [
         "chroot",
@@ -526,6 +532,13 @@ fn tcp_mode_proxies_are_left_out() {
     let c = loads(&i);
     assert_eq!((c.frontends.len(), c.backends.len()), (1, 1));
     find(&i, ReportKind::NotCarried, "frontend db");
+    // No `mode http` for the others: HAProxy's default is tcp; carried as HTTP, and said.
+    let note = find(&i, ReportKind::Changed, "default mode is tcp");
+    assert!(
+        note.line == 0 && note.message.contains("\"web\", \"app\""),
+        "{}",
+        note.message
+    );
     assert_eq!(
         at(&i, ReportKind::NotCarried, 3).len(),
         1,

@@ -73,6 +73,8 @@ pub(crate) struct Header {
 pub(crate) struct Settings {
     /// `mode tcp` (or another mode than http): the proxy cannot be carried.
     pub mode: Option<Directive>,
+    /// A `mode http` line applies (HAProxy's default mode is tcp).
+    pub http_mode: bool,
     pub log: Option<At<LogSpec>>,
     pub httplog: Option<At<bool>>,
     pub dontlognull: Option<At<bool>>,
@@ -161,6 +163,7 @@ impl Settings {
         match kw(d, 1).as_str() {
             "http" => {
                 self.mode = None;
+                self.http_mode = true;
                 rep.not_needed(
                     d,
                     "the engine is an HTTP load balancer: every proxy is in HTTP mode",
@@ -168,6 +171,7 @@ impl Settings {
             }
             m => {
                 self.mode = Some(d.clone());
+                self.http_mode = false;
                 rep.not_carried(
                     d,
                     format!("mode {m}: the engine proxies HTTP only; the proxies in this mode are left out"),

@@ -213,6 +213,19 @@ pub(crate) fn translate(text: &str, base: &Path) -> Translation {
         .iter()
         .filter(|p| keep(p, &mut rep, &mut skipped))
         .collect();
+    let tcp_default: Vec<String> = live
+        .iter()
+        .filter(|p| !p.s.http_mode)
+        .map(|p| format!("\"{}\"", p.sec.name_or("?")))
+        .collect();
+    if !tcp_default.is_empty() {
+        rep.at_line(
+            ReportKind::Changed,
+            0,
+            format!("no `mode http` applies to {}: HAProxy's default mode is tcp, in which cookies, http-check and http-request rules do nothing; carried as HTTP, the engine's only mode", tcp_default.join(", ")),
+            "",
+        );
+    }
     let fronts = frontends(&live, &mut g, &mut cx, &mut rep);
     let mut backends = Vec::new();
     let backs = live.iter().filter(|p| {
