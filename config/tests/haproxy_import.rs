@@ -571,6 +571,13 @@ fn unreadable_lines_and_odd_files_never_panic() {
         assert!(!i.runnable, "{text:?}");
         assert!(!i.report_text().is_empty());
     }
+    // Control characters reach the TOML only escaped, or as `?` in comments.
+    let i = import(
+        "frontend a\u{1}b\u{7f}\r\n bind 127.0.0.1:8080\n default_backend x\u{2}\nbackend x\u{2}\n server s\u{3} 127.0.0.1:9101\n",
+        Path::new("/tmp/h\u{1}.cfg"),
+    );
+    toml::from_str::<toml::Table>(&i.toml).unwrap_or_else(|e| panic!("{e}\n{}", i.toml));
+    assert!(!i.runnable, "names with control characters are refused");
     // Directives without their arguments: reported, and a redirect of every request runs.
     let i = import("frontend f\n bind :80\n redirect scheme https code\n http-request set-header\n cookie\n errorfile\n timeout\n acl\n use_backend\n default_backend\n server\n", Path::new("/tmp/haproxy.cfg"));
     for line in 3..=11 {

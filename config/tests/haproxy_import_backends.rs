@@ -27,6 +27,22 @@ fn balance_roundrobin_leastconn_and_others() {
 }
 
 #[test]
+fn frontend_rules_in_a_backend_are_listed() {
+    let i = imp(&proxy(
+        "",
+        "    redirect scheme https if !{ ssl_fc }\n    http-request set-header X-A b",
+    ));
+    let c = loads(&i);
+    assert!(c.frontends[0].redirect_https.is_none() && c.frontends[0].set_headers.is_empty());
+    assert!(find(&i, ReportKind::NotCarried, "redirect scheme")
+        .fix
+        .contains("redirect_https"));
+    assert!(find(&i, ReportKind::NotCarried, "X-A")
+        .fix
+        .contains("set_headers"));
+}
+
+#[test]
 fn cookie_options() {
     let i = imp(&proxy("", "    cookie SRV insert indirect nocache httponly secure maxidle 30m maxlife 8h domain .example.edu attr \"SameSite=Lax\""));
     let c = loads(&i).backends[0].cookie.clone().unwrap();
@@ -315,4 +331,33 @@ fn listen_sections_and_the_stats_page() {
     assert!(find(&i, ReportKind::NotCarried, "stats auth")
         .fix
         .contains("loopback"));
+}
+
+// ------------------------------------------------------------------------ robustness
+
+/// Every line of the seed cut after each of its words, and with each word doubled: the
+/// import never panics, and its TOML is always TOML.
+#[test]
+fn seed_with_any_line_cut_or_doubled() {
+    let seed = seed_loopback();
+    let lines: Vec<&str> = seed.lines().collect();
+    for (n, l) in lines.iter().enumerate() {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        for k in 0..=words.len() {
+            let mut variants = vec![words[..k].join(" ")];
+            if k < words.len() {
+                let mut doubled = words.clone();
+                doubled.insert(k, words[k]);
+                variants.push(doubled.join(" "));
+            }
+            for v in variants {
+                let mut text: Vec<String> = lines.iter().map(|x| x.to_string()).collect();
+                text[n] = format!("    {v}");
+                let i =
+                    config::haproxy::import(&text.join("\n"), std::path::Path::new("/tmp/h.cfg"));
+                toml::from_str::<toml::Table>(&i.toml)
+                    .unwrap_or_else(|e| panic!("line {} as {v:?}: {e}\n{}", n + 1, i.toml));
+            }
+        }
+    }
 }

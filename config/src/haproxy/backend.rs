@@ -5,7 +5,7 @@
 use super::check::check_table;
 use super::emit::{at, toml_str, At, Table};
 use super::files;
-use super::model::Directive;
+use super::model::{Directive, Kind};
 use super::report::Reports;
 use super::settings::CookieSpec;
 use super::translate::{timeout_fields, Cx, Proxy};
@@ -46,6 +46,9 @@ pub(crate) fn backend_tables(
     let check = check_table(&p.s, &p.servers, rep);
     let checked = check.is_some();
     extra.extend(check);
+    if p.sec.kind == Kind::Backend {
+        front_rules_here(p, rep);
+    }
     for d in &p.s.default_server {
         rep.carried(d, "its options are applied to each server line after it");
     }
@@ -197,5 +200,21 @@ fn attributes(t: &mut Table, c: &CookieSpec, d: &Directive, insert: bool, rep: &
     }
     if let Some(m) = &c.maxlife {
         t.raw("maxlife", toml_str(m), d.no);
+    }
+}
+
+/// Redirects and header rules written in a backend section: the engine applies them in
+/// frontends only.
+fn front_rules_here(p: &Proxy, rep: &mut Reports) {
+    let rules = p.s.redirects.iter().map(|r| (&r.d, "redirect_https"));
+    let headers = p.s.headers.iter().map(|h| (&h.d, "set_headers"));
+    for (d, field) in rules.chain(headers) {
+        if p.sec.holds(d.no) {
+            rep.not_carried(
+                d,
+                "a rule in a backend section: the engine applies redirects and headers in frontends",
+                format!("write {field} in the frontends that use this backend"),
+            );
+        }
     }
 }

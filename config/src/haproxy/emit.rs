@@ -144,11 +144,19 @@ pub(crate) fn toml_str_array<S: AsRef<str>>(items: &[S]) -> String {
 
 const COMMENT_COLUMN: usize = 44;
 
+/// Comment text TOML accepts: control characters (other than tab) shown as `?`.
+pub(crate) fn comment_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect()
+}
+
 fn with_origin(out: &mut String, body: &str, file: &str, line: usize, extra: &str) {
     out.push_str(body);
     if line == 0 && extra.is_empty() {
         return;
     }
+    let (file, extra) = (comment_text(file), comment_text(extra));
     let pad = COMMENT_COLUMN.saturating_sub(body.chars().count()).max(2);
     out.extend(std::iter::repeat_n(' ', pad));
     if line > 0 {
@@ -172,7 +180,11 @@ pub(crate) fn render(tables: &[Table], file: &str, preamble: &[String]) -> (Stri
         origins.push(from);
     };
     for p in preamble {
-        line(&mut out, format!("# {p}").trim_end().to_owned(), 0);
+        line(
+            &mut out,
+            format!("# {}", comment_text(p)).trim_end().to_owned(),
+            0,
+        );
     }
     for t in tables {
         if t.is_empty() && !t.header.starts_with("[[") {
