@@ -4,8 +4,9 @@
 //! test), is imported and run in-process on both drivers: plain HTTP is redirected to
 //! HTTPS (the `defaults` redirect HAProxy refused, carried to the plain frontend), and
 //! students log in over HTTPS and stay on their node, with no login loop (the insert
-//! cookie named MoodleSession became SERVERID). Then the binary: its exit status, and its
-//! standard output passing `engine check`. PHP and curl are required (tests/run.sh).
+//! cookie named MoodleSession became SERVERID; put back, every login loops). Then the
+//! binary: its exit status, and its standard output passing `engine check`. PHP and curl
+//! are required (tests/run.sh).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -133,6 +134,35 @@ fn imported_seed_keeps_students_on_their_node(driver: DriverChoice) {
     );
     let servers = r.admin("show servers");
     assert_eq!(servers.matches(" UP ").count(), 3, "{servers}");
+    r.stop();
+
+    // The same file with the seed's cookie name put back (forced past engine check):
+    // every login loops, which shows that the script over HTTPS catches it. New ports: a
+    // stopped engine keeps its listeners open until the process exits.
+    let broken = imp
+        .toml
+        .replace("name = \"SERVERID\"", "name = \"MoodleSession\"")
+        .replace(
+            &format!("127.0.0.1:{http}\""),
+            &format!("127.0.0.1:{}\"", free_port()),
+        )
+        .replace(
+            &format!("127.0.0.1:{https}\""),
+            &format!("127.0.0.1:{}\"", free_port()),
+        );
+    let forced = config::load_str_with(&broken, &lb, &config::LoadOptions { force: true })
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    let r = start(forced.config, driver);
+    wait_up(&r, nodes.len());
+    let addr = r.addr("https_frontend");
+    let run = run_exam(|| CurlBrowser::new(addr, &dir), "loop", 6, 3);
+    assert!(run.failures.is_empty(), "{:?}", run.failures);
+    assert_eq!(
+        run.loops.len(),
+        6,
+        "every login loops with MoodleSession: {:?}",
+        run.homes
+    );
 }
 
 fn engine() -> Command {
