@@ -61,9 +61,11 @@ pub enum Cmd {
     Check,
     /// Moodle-like origins and the load balancer on loopback, with a self-signed cert.
     Demo,
-    /// Translate an HAProxy configuration: lb.toml on standard output, the report (what
-    /// was carried, changed, fixed, left out) on standard error. Exit 1 when the result
-    /// would not run.
+    /// Translate an HAProxy configuration to lb.toml, with a report.
+    ///
+    /// lb.toml goes to standard output, the report (what was carried, changed, fixed and
+    /// left out, then what `engine check` says of the result) to standard error. Exit 1
+    /// when the result would not run.
     #[command(name = "import-haproxy")]
     ImportHaproxy {
         /// The HAProxy configuration (haproxy.cfg).
