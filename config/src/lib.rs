@@ -14,11 +14,14 @@
 //! - [`files`]: the files a configuration names, read with a bound (regular files only,
 //!   within a size limit).
 //! - `duration` (private): [`parse_duration`].
+//! - [`haproxy`]: `engine import-haproxy`, an HAProxy configuration to lb.toml with a
+//!   report ([`haproxy::import`]).
 //! - this file: [`load_file`], [`load_str`] and their `_with` forms taking [`LoadOptions`].
 
 pub mod diag;
 mod duration;
 pub mod files;
+pub mod haproxy;
 mod perr;
 mod raw;
 pub mod types;

@@ -1,5 +1,5 @@
 //! The command line: `engine [--cores N] -c FILE`, `engine check -c FILE`, `engine demo`,
-//! `engine --version`. `main` calls [`main`] and exits with what it returns.
+//! `engine import-haproxy FILE`, `engine --version`. `main` calls [`main`] and exits with what it returns.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +61,16 @@ pub enum Cmd {
     Check,
     /// Moodle-like origins and the load balancer on loopback, with a self-signed cert.
     Demo,
+    /// Translate an HAProxy configuration to lb.toml, with a report.
+    ///
+    /// lb.toml goes to standard output, the report (what was carried, changed, fixed and
+    /// left out, then what `engine check` says of the result) to standard error. Exit 1
+    /// when the result would not run.
+    #[command(name = "import-haproxy")]
+    ImportHaproxy {
+        /// The HAProxy configuration (haproxy.cfg).
+        file: PathBuf,
+    },
 }
 
 pub fn init_tracing() {
@@ -97,6 +107,9 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if let Some(Cmd::ImportHaproxy { file }) = &args.cmd {
+        return import_haproxy(file);
+    }
     init_tracing();
     let opts = Options {
         cores: args.cores.unwrap_or_else(runtime::available_cores),
@@ -111,6 +124,7 @@ pub fn main() -> ExitCode {
             };
             check(&path)
         }
+        Some(Cmd::ImportHaproxy { file }) => import_haproxy(&file),
         Some(Cmd::Demo) => match crate::demo::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -157,6 +171,26 @@ pub fn check(path: &Path) -> ExitCode {
                 errors,
                 if errors == 1 { "" } else { "s" }
             );
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `engine import-haproxy FILE`: the TOML on stdout, the report on stderr; 1 when the
+/// file cannot be read or the result would not run.
+pub fn import_haproxy(file: &Path) -> ExitCode {
+    match config::haproxy::import_file(file) {
+        Ok(imp) => {
+            print!("{}", imp.toml);
+            eprint!("{}", imp.report_text());
+            if imp.runnable {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("engine import-haproxy: {e}");
             ExitCode::from(1)
         }
     }

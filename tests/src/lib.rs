@@ -8,6 +8,13 @@
 //! - [`wait_until`], [`read_lines_until`]: polling with deadlines, never a bare sleep.
 //! - [`raw_server`]: a one-shot hand-written origin for malformed responses.
 //! - [`engine_bin`]: the engine binary (debug or release), built on demand.
+//! - [`Browser`], [`Student`] and [`exam`]: a student's login, dashboard and quiz
+//!   submission, which catches the login loop; [`curl::CurlBrowser`] runs it over HTTPS.
+//! - [`php`]: three `php -S` nodes running tools/php, and the student script run against
+//!   them through the engine.
+
+pub mod curl;
+pub mod php;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -557,6 +564,23 @@ impl Browser {
     }
 }
 
+/// A student's browser: requests that keep the cookies the answers set.
+pub trait Student {
+    fn request(&mut self, method: &str, path: &str, form: Option<&str>)
+        -> Result<Response, String>;
+}
+
+impl Student for Browser {
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        form: Option<&str>,
+    ) -> Result<Response, String> {
+        Browser::request(self, method, path, form)
+    }
+}
+
 /// How one student's exam went.
 pub enum Outcome {
     /// Dashboard and submission on this node.
@@ -574,7 +598,7 @@ pub fn to_login(resp: &Response) -> bool {
 }
 
 /// Login page, login, dashboard, quiz submission, dashboard again.
-pub fn exam(b: &mut Browser, user: &str, attempt: &str) -> Result<Outcome, String> {
+pub fn exam(b: &mut impl Student, user: &str, attempt: &str) -> Result<Outcome, String> {
     let resp = b.request("GET", "/login/index.php", None)?;
     if resp.status != 200 || !resp.text().contains("Moodle") {
         return Err(format!(

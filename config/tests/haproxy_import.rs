@@ -1,0 +1,616 @@
+//! `engine import-haproxy` (issue 17), part one: the seed (its private addresses
+//! replaced by loopback ones before importing), the origins the output names, the
+//! frontend directives, what cannot be carried, and the report. Part two
+//! (haproxy_import_backends.rs): backends, checks, timeouts, global and listen sections.
+//! Every result that should run passes `config::load_str`.
+
+mod haproxy_common;
+
+use config::haproxy::{import, ReportKind, ReportLine};
+use config::*;
+use haproxy_common::*;
+use std::path::Path;
+use std::time::Duration;
+
+// ------------------------------------------------------------------------ the seed
+
+#[test]
+fn seed_reports_its_three_defects_and_fixes_the_lockout() {
+    let text = seed_loopback();
+    let i = imp(&text);
+    let mut fixed: Vec<&ReportLine> = i
+        .report
+        .iter()
+        .filter(|r| r.kind == ReportKind::Fixed)
+        .collect();
+    fixed.sort_by_key(|r| r.line);
+    assert_eq!(
+        fixed.len(),
+        3,
+        "the seed's three defects:\n{}",
+        i.report_text()
+    );
+    let redirect = line_of(&text, "    redirect scheme https");
+    let cookie = line_of(&text, "    cookie MoodleSession");
+    let expect = line_of(&text, "    http-check expect");
+    assert_eq!(
+        fixed.iter().map(|r| r.line).collect::<Vec<_>>(),
+        [redirect, cookie, expect]
+    );
+    assert!(
+        fixed[0]
+            .message
+            .contains("not allowed in a `defaults` section"),
+        "{}",
+        fixed[0].message
+    );
+    assert!(
+        fixed[0].message.contains("\"http_frontend\""),
+        "{}",
+        fixed[0].message
+    );
+    assert!(
+        fixed[1].message.contains("every login loops"),
+        "{}",
+        fixed[1].message
+    );
+    assert!(fixed[1].fix.contains("SERVERID"), "{}", fixed[1].fix);
+    assert!(
+        fixed[2].message.contains("without `option httpchk`"),
+        "{}",
+        fixed[2].message
+    );
+    assert!(!fixed[2].fix.is_empty());
+    // The lockout is fixed in the output, and the private addresses never appear.
+    assert!(i.toml.contains("name = \"SERVERID\""), "{}", i.toml);
+    assert!(!i.toml.contains("\"MoodleSession\""), "{}", i.toml);
+    assert!(!i.toml.contains("192.168."));
+    // As published, its certificate and errorfile are not on this machine: the errorfile
+    // is a comment, and the missing certificate makes the result refuse to run.
+    assert!(
+        i.toml
+            .contains("# errorfile_503 = \"/etc/haproxy/errors/503.http\""),
+        "{}",
+        i.toml
+    );
+    assert!(!i.runnable);
+    let err = find(&i, ReportKind::Error, "/etc/haproxy/certs/moodle.pem");
+    assert_eq!(
+        err.line,
+        line_of(&text, "bind *:443"),
+        "the error points back to the bind line"
+    );
+    assert!(err.toml_line > 0);
+    assert!(
+        !i.report
+            .iter()
+            .any(|r| r.message.contains("default mode is tcp")),
+        "the seed is in mode http"
+    );
+    // Not needed, with why.
+    for d in [
+        "chroot",
+        "daemon",
+        "stats timeout",
+        "log global",
+        "mode http",
+    ] {
+        let r = find(&i, ReportKind::NotNeeded, d);
+        assert!(!r.message.is_empty(), "{d}");
+    }
+}
+
+#[test]
+fn seed_with_its_files_passes_engine_check() {
+    let dir = tempdir("seed");
+    let text = seed_with_files(&dir);
+    let i = imp_in(&dir, &text);
+    let c = loads(&i);
+    assert_eq!(c.global.maxconn, 20000);
+    assert_eq!(
+        c.global.admin_socket.as_deref(),
+        Some(dir.join("admin.sock").as_path())
+    );
+    assert_eq!(c.global.user.as_deref(), Some("haproxy"));
+    assert_eq!(c.global.group.as_deref(), Some("haproxy"));
+    assert_eq!(c.log.access, LogTarget::Syslog);
+    assert_eq!(c.log.format, LogFormat::Httplog);
+    assert!(c.log.dontlognull);
+    assert_eq!(c.frontends.len(), 2);
+    let (http, https) = (&c.frontends[0], &c.frontends[1]);
+    assert_eq!(http.name, "http_frontend");
+    assert_eq!(http.bind, ["0.0.0.0:80".parse().unwrap()]);
+    let r = http
+        .redirect_https
+        .as_ref()
+        .expect("the defaults redirect on the plain frontend");
+    assert_eq!((r.code, r.except_prefixes.len()), (302, 0));
+    assert!(http.tls.is_none());
+    assert_eq!(https.bind, ["0.0.0.0:443".parse().unwrap()]);
+    assert!(
+        https.redirect_https.is_none(),
+        "!{{ ssl_fc }} never fires on TLS"
+    );
+    assert_eq!(
+        https.tls.as_ref().unwrap().certs,
+        [CertSource::Combined(dir.join("certs/moodle.pem"))]
+    );
+    assert_eq!(
+        https.set_headers,
+        [
+            ("X-Forwarded-Proto".into(), "https".into()),
+            ("X-Forwarded-SSL".into(), "on".into())
+        ]
+    );
+    assert!(http.forwarded_for && https.forwarded_for);
+    let t = &http.timeouts;
+    assert_eq!(
+        (t.connect, t.client, t.server, t.retries),
+        (
+            Duration::from_secs(5),
+            Duration::from_secs(50),
+            Duration::from_secs(50),
+            3
+        )
+    );
+    let b = &c.backends[0];
+    assert_eq!(b.name, "moodle_backend");
+    assert_eq!(http.backend, Some(0));
+    assert_eq!(b.balance, Balance::RoundRobin);
+    assert_eq!(
+        b.errorfile_503.as_ref().unwrap().path,
+        dir.join("errors/503.http")
+    );
+    let ck = b.cookie.as_ref().unwrap();
+    assert_eq!(
+        (ck.name.as_str(), ck.mode, ck.indirect, ck.nocache),
+        ("SERVERID", CookieMode::Insert, true, true)
+    );
+    let chk = b.check.as_ref().expect("the http-check rules carried");
+    assert_eq!(
+        (chk.method.as_str(), chk.uri.as_str()),
+        ("GET", "/login/index.php")
+    );
+    assert_eq!(chk.expect_string.as_deref(), Some("Moodle"));
+    assert_eq!(chk.expect_status, StatusRange { lo: 200, hi: 200 });
+    assert_eq!(
+        (chk.interval, chk.rise, chk.fall),
+        (Duration::from_secs(2), 2, 3)
+    );
+    let names: Vec<(&str, &str)> = b
+        .servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.cookie.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("moodle_app_1", "s1"),
+            ("moodle_app_2", "s2"),
+            ("moodle_app_3", "s3")
+        ]
+    );
+    assert!(b
+        .servers
+        .iter()
+        .all(|s| s.check && s.address.ip().is_loopback()));
+    // The one warning: the check has no Host (Moodle redirects other hosts).
+    let w = find(&i, ReportKind::Warning, "host");
+    assert_eq!(w.line, line_of(&text, "server moodle_app_1"));
+}
+
+#[test]
+fn output_says_where_each_part_came_from() {
+    let dir = tempdir("origins");
+    let text = seed_with_files(&dir);
+    let i = imp_in(&dir, &text);
+    loads(&i);
+    assert!(i.toml.starts_with("# lb.toml imported from haproxy.cfg"));
+    for l in i.toml.lines() {
+        let t = l.trim();
+        if t.is_empty()
+            || t.starts_with('#')
+            || t == "]"
+            || t.starts_with("[global]")
+            || t.starts_with("[defaults]")
+            || t.starts_with("[log]")
+        {
+            continue;
+        }
+        assert!(
+            l.contains("# from haproxy.cfg:") || l.starts_with("forwarded_for = true"),
+            "no origin: {l}"
+        );
+    }
+    let server = line_of(&text, "server moodle_app_2");
+    assert!(
+        i.toml.contains(&format!(
+            "\"127.0.0.1:9102\"                  # from haproxy.cfg:{server}"
+        )),
+        "{}",
+        i.toml
+    );
+}
+
+// ------------------------------------------------------------------------ frontends
+
+#[test]
+fn binds_get_explicit_addresses() {
+    let i = imp("frontend web\n bind *:8080\n bind :8081,127.0.0.1:8082\n bind :::8083\n bind ipv6@:::8084 v6only\n default_backend app\nbackend app\n server s1 127.0.0.1:9101\n");
+    let c = loads(&i);
+    let want: Vec<std::net::SocketAddr> = [
+        "0.0.0.0:8080",
+        "0.0.0.0:8081",
+        "127.0.0.1:8082",
+        "[::]:8083",
+        "0.0.0.0:8083",
+        "[::]:8084",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect();
+    assert_eq!(c.frontends[0].bind, want);
+    assert!(find(&i, ReportKind::Changed, "bind *:8080")
+        .message
+        .contains("0.0.0.0:8080"));
+    assert!(find(&i, ReportKind::Changed, "bind :::8083")
+        .message
+        .contains("IPv6 and IPv4"));
+    // Not carried: ranges, names, UNIX sockets.
+    let i = imp("frontend web\n bind 127.0.0.1:8080\n bind 127.0.0.1:9000-9010\n bind unix@/run/x.sock\n default_backend app\nbackend app\n server s1 127.0.0.1:9101\n");
+    loads(&i);
+    assert_eq!(at(&i, ReportKind::NotCarried, 3).len(), 1);
+    assert_eq!(at(&i, ReportKind::NotCarried, 4).len(), 1);
+}
+
+#[test]
+fn ssl_crt_file_folder_key_file_and_alpn() {
+    let dir = tempdir("tls");
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    for f in ["b.pem", "a.pem"] {
+        std::fs::write(certs.join(f), PEM).unwrap();
+    }
+    std::fs::write(certs.join("a.pem.ocsp"), "x").unwrap();
+    let (cert, key) = PEM.split_at(PEM.find("-----BEGIN PRIVATE").unwrap());
+    std::fs::write(dir.join("split.pem"), cert).unwrap();
+    std::fs::write(dir.join("split.pem.key"), key).unwrap();
+    let text = format!(
+        "frontend web\n bind 127.0.0.1:8443 ssl crt {}/ alpn h2,http/1.1 ssl-min-ver TLSv1.2 no-tls-tickets\n bind 127.0.0.1:8444 ssl crt split.pem\n default_backend app\nbackend app\n server s1 127.0.0.1:9101\n",
+        certs.display()
+    );
+    let i = imp_in(&dir, &text);
+    let c = loads(&i);
+    let tls = c.frontends[0].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.certs,
+        [
+            CertSource::Combined(certs.join("a.pem")),
+            CertSource::Combined(certs.join("b.pem")),
+            CertSource::Separate {
+                cert: dir.join("split.pem"),
+                key: dir.join("split.pem.key")
+            },
+        ]
+    );
+    assert!(!tls.session_resumption, "no-tls-tickets");
+    assert!(
+        i.toml.contains("# alpn = [\"h2\", \"http/1.1\"]"),
+        "{}",
+        i.toml
+    );
+    assert!(find(&i, ReportKind::Changed, "alpn h2")
+        .message
+        .contains("until HTTP/2 lands"));
+    assert!(find(&i, ReportKind::Changed, "certificate folder")
+        .message
+        .contains("a.pem"));
+    find(&i, ReportKind::Changed, "relative path \"split.pem\"");
+    find(&i, ReportKind::NotNeeded, "ssl-min-ver");
+    // A folder that is not here: reported, written as given, and the result refused.
+    let i = imp("frontend web\n bind 127.0.0.1:8443 ssl crt /etc/haproxy/certs/\n default_backend app\nbackend app\n server s1 127.0.0.1:9101\n");
+    assert!(!i.runnable);
+    assert!(find(&i, ReportKind::Changed, "/etc/haproxy/certs/")
+        .message
+        .contains("does not exist"));
+    assert!(i.toml.contains("\"/etc/haproxy/certs/\""));
+}
+
+#[test]
+fn plain_and_tls_binds_split_into_two_frontends() {
+    let dir = tempdir("split");
+    std::fs::write(dir.join("m.pem"), PEM).unwrap();
+    let text = format!(
+        "frontend web\n bind 127.0.0.1:8080\n bind 127.0.0.1:8443 ssl crt {}\n redirect scheme https code 301 if !{{ ssl_fc }}\n http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}\n http-request set-header X-Site moodle\n default_backend app\nbackend app\n server s1 127.0.0.1:9101\n",
+        dir.join("m.pem").display()
+    );
+    let i = imp_in(&dir, &text);
+    let c = loads(&i);
+    let names: Vec<&str> = c.frontends.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["web", "web_tls"]);
+    let (plain, tls) = (&c.frontends[0], &c.frontends[1]);
+    assert_eq!(plain.redirect_https.as_ref().map(|r| r.code), Some(301));
+    assert!(plain.tls.is_none() && tls.tls.is_some() && tls.redirect_https.is_none());
+    assert_eq!(plain.set_headers, [("X-Site".into(), "moodle".into())]);
+    assert_eq!(
+        tls.set_headers,
+        [
+            ("X-Forwarded-Proto".into(), "https".into()),
+            ("X-Site".into(), "moodle".into())
+        ]
+    );
+    assert_eq!((plain.backend, tls.backend), (Some(0), Some(0)));
+    find(&i, ReportKind::Changed, "\"web_tls\"");
+}
+
+#[test]
+fn redirect_scheme_https_forms() {
+    let base = |fe: &str| proxy(fe, "");
+    let c = loads(&imp(&base(
+        "    redirect scheme https code 301 if !{ ssl_fc }",
+    )));
+    assert_eq!(
+        c.frontends[0].redirect_https.as_ref().map(|r| r.code),
+        Some(301)
+    );
+    let c = loads(&imp(&base(
+        "    http-request redirect scheme https unless { ssl_fc }",
+    )));
+    assert_eq!(
+        c.frontends[0].redirect_https.as_ref().map(|r| r.code),
+        Some(302)
+    );
+    let i = imp(&base("    acl acme path_beg /.well-known/acme-challenge/\n    redirect scheme https code 308 if !{ ssl_fc } !acme"));
+    let r = loads(&i).frontends[0].redirect_https.clone().unwrap();
+    assert_eq!(
+        (r.code, r.except_prefixes),
+        (308, vec!["/.well-known/acme-challenge/".to_owned()])
+    );
+    find(&i, ReportKind::Carried, "acl acme");
+    let i = imp(&base(
+        "    redirect scheme https if !{ ssl_fc } !{ path_beg /.well-known/ /health }",
+    ));
+    assert_eq!(
+        loads(&i).frontends[0]
+            .redirect_https
+            .as_ref()
+            .unwrap()
+            .except_prefixes,
+        ["/.well-known/", "/health"]
+    );
+    // Conditions other than ssl_fc and path_beg: not carried, no redirect.
+    let i = imp(&base(
+        "    redirect scheme https if { hdr(host) -i moodle.example.edu }",
+    ));
+    assert!(loads(&i).frontends[0].redirect_https.is_none());
+    assert!(!find(&i, ReportKind::NotCarried, "redirect scheme")
+        .fix
+        .is_empty());
+    let i = imp(&base("    redirect location https://x.example/"));
+    find(&i, ReportKind::NotCarried, "redirect location");
+}
+
+#[test]
+fn redirect_in_defaults_goes_to_every_plain_frontend() {
+    let dir = tempdir("defredir");
+    std::fs::write(dir.join("m.pem"), PEM).unwrap();
+    let text = format!(
+        "defaults\n mode http\n redirect scheme https if !{{ ssl_fc }}\nfrontend a\n bind 127.0.0.1:8080\n default_backend app\nfrontend b\n bind 127.0.0.1:8081\n default_backend app\nfrontend s\n bind 127.0.0.1:8443 ssl crt {}\n default_backend app\nbackend app\n server s1 127.0.0.1:9101\n",
+        dir.join("m.pem").display()
+    );
+    let i = imp_in(&dir, &text);
+    let c = loads(&i);
+    let redirected: Vec<bool> = c
+        .frontends
+        .iter()
+        .map(|f| f.redirect_https.is_some())
+        .collect();
+    assert_eq!(redirected, [true, true, false]);
+    let f = find(&i, ReportKind::Fixed, "redirect scheme https");
+    assert_eq!(f.line, 3);
+    assert!(
+        f.message.contains("HAProxy refuses") && f.message.contains("\"a\", \"b\""),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn set_header_values_and_conditions() {
+    let i = imp(&proxy(
+        "    http-request set-header X-Forwarded-Proto http\n    http-request add-header X-Env prod\n    http-request set-header X-Port %[dst_port]\n    http-request set-header X-Pct 100%%\n    http-request set-header X-Cond 1 if { src 10.0.0.0/8 }",
+        "",
+    ));
+    let c = loads(&i);
+    assert_eq!(
+        c.frontends[0].set_headers,
+        [
+            ("X-Forwarded-Proto".into(), "http".into()),
+            ("X-Env".into(), "prod".into()),
+            ("X-Pct".into(), "100%".into())
+        ]
+    );
+    find(&i, ReportKind::Changed, "add-header X-Env");
+    find(&i, ReportKind::NotCarried, "X-Port");
+    find(&i, ReportKind::NotCarried, "X-Cond");
+}
+
+#[test]
+fn backends_chosen_by_default_backend_and_use_backend() {
+    let i = imp("frontend web\n bind 127.0.0.1:8080\n use_backend b\n default_backend a\n use_backend a if { path_beg /admin }\nbackend a\n server s1 127.0.0.1:9101\nbackend b\n server s1 127.0.0.1:9102\n");
+    let c = loads(&i);
+    assert_eq!(
+        c.frontends[0].backend,
+        Some(1),
+        "the unconditional use_backend"
+    );
+    find(&i, ReportKind::NotNeeded, "default_backend a");
+    let nc = find(&i, ReportKind::NotCarried, "use_backend a if");
+    assert_eq!(nc.line, 5);
+    assert!(!nc.fix.is_empty());
+}
+
+#[test]
+fn forwardfor_httplog_dontlognull_and_log_targets() {
+    let i = imp(&("defaults\n log global\n option httplog\n option dontlognull\n option forwardfor\nglobal\n log stdout format raw local0\n".to_owned() + &proxy("", "")));
+    let c = loads(&i);
+    assert_eq!(
+        (c.log.access.clone(), c.log.format, c.log.dontlognull),
+        (LogTarget::Stdout, LogFormat::Httplog, true)
+    );
+    assert!(c.frontends[0].forwarded_for);
+    // Without `option forwardfor` the engine still replaces X-Forwarded-For: reported.
+    let i = imp(&proxy("", ""));
+    let c = loads(&i);
+    assert!(c.frontends[0].forwarded_for);
+    assert!(find(&i, ReportKind::Changed, "option forwardfor")
+        .message
+        .contains("forge"));
+    // No log line in defaults or frontends: HAProxy logged no request.
+    assert_eq!(c.log.access, LogTarget::Off);
+    let c = loads(&imp(&proxy(
+        "    no option forwardfor\n    log /dev/log local0",
+        "",
+    )));
+    assert!(!c.frontends[0].forwarded_for);
+    assert_eq!(c.log.access, LogTarget::Syslog);
+}
+
+// ------------------------------------------------------------------------ what cannot be carried
+
+#[test]
+fn what_cannot_be_carried_is_listed_with_its_line() {
+    let text = "global\n lua-load /etc/haproxy/auth.lua\nfrontend web\n bind 127.0.0.1:8080\n acl is_admin path_beg /admin\n acl from_lan src 10.0.0.0/8\n http-request deny if is_admin !from_lan\n use_backend admins if is_admin\n use_backend %[req.hdr(host),lower,map(/etc/haproxy/hosts.map,app)]\n stick-table type ip size 100k expire 30m store http_req_rate(10s)\n http-request track-sc0 src\n tcp-request connection reject if { src_conn_cur ge 100 }\n capture request header Host len 64\n compression algo gzip\n default_backend app\nbackend app\n stick on src\n server s1 127.0.0.1:9101\nbackend admins\n server a1 127.0.0.1:9102\nuserlist admins\n user a password x\n";
+    let i = imp(text);
+    loads(&i);
+    for (line, what) in [
+        (2, "lua"),
+        (5, "ACL"),
+        (6, "ACL"),
+        (7, "rules"),
+        (8, "condition"),
+        (9, "map"),
+        (10, "stick"),
+        (11, "rules"),
+        (12, "TCP"),
+        (13, "capture"),
+        (14, "compression"),
+        (17, "stick"),
+        (21, "user lists"),
+    ] {
+        let r = at(&i, ReportKind::NotCarried, line);
+        assert_eq!(r.len(), 1, "line {line}:\n{}", i.report_text());
+        assert!(
+            r[0].message.to_lowercase().contains(&what.to_lowercase()),
+            "line {line}: {}",
+            r[0].message
+        );
+        assert!(!r[0].fix.is_empty(), "line {line}: what to do instead");
+    }
+    assert!(i.runnable, "not carried, yet the result runs: exit 0");
+    // Nothing is dropped silently: every directive line has a report.
+    for (n, l) in text.lines().enumerate() {
+        if l.starts_with(' ') && !l.trim_start().starts_with("user a") {
+            assert!(
+                i.report.iter().any(|r| r.line == n + 1),
+                "line {} ({l}) unreported",
+                n + 1
+            );
+        }
+    }
+    let shown = i.report_text();
+    assert!(
+        shown.contains("haproxy.cfg:9: not carried: `use_backend %[req.hdr(host)"),
+        "{shown}"
+    );
+    assert!(shown.contains("\n    instead: "), "{shown}");
+}
+
+#[test]
+fn tcp_mode_proxies_are_left_out() {
+    let i = imp(&("frontend db\n mode tcp\n bind 127.0.0.1:3306\n default_backend mysql\nbackend mysql\n mode tcp\n server m1 127.0.0.1:3307\n".to_owned() + &proxy("", "")));
+    let c = loads(&i);
+    assert_eq!((c.frontends.len(), c.backends.len()), (1, 1));
+    find(&i, ReportKind::NotCarried, "frontend db");
+    // No `mode http` for the others: HAProxy's default is tcp; carried as HTTP, and said.
+    let note = find(&i, ReportKind::Changed, "default mode is tcp");
+    assert!(
+        note.line == 0 && note.message.contains("\"web\", \"app\""),
+        "{}",
+        note.message
+    );
+    assert_eq!(
+        at(&i, ReportKind::NotCarried, 3).len(),
+        1,
+        "its bind, left out with it"
+    );
+}
+
+#[test]
+fn unreadable_lines_and_odd_files_never_panic() {
+    let i = imp(&(proxy("", "") + "    http-check expect string \"unclosed\n"));
+    loads(&i);
+    assert_eq!(
+        at(&i, ReportKind::NotCarried, 9).len(),
+        1,
+        "{}",
+        i.report_text()
+    );
+    for text in [
+        "",
+        "# only a comment\n",
+        "maxconn 10\n",
+        "frontend\n",
+        "backend\n server\n",
+        "frontend f\n bind\n",
+        "listen\n",
+        "\0\0\u{7f}",
+        "defaults from nowhere\nfrontend x from nowhere\n bind :80\n",
+    ] {
+        let i = import(text, Path::new("/tmp/haproxy.cfg"));
+        assert!(!i.runnable, "{text:?}");
+        assert!(!i.report_text().is_empty());
+    }
+    // Control characters reach the TOML only escaped, or as `?` in comments.
+    let i = import(
+        "frontend a\u{1}b\u{7f}\r\n bind 127.0.0.1:8080\n default_backend x\u{2}\nbackend x\u{2}\n server s\u{3} 127.0.0.1:9101\n",
+        Path::new("/tmp/h\u{1}.cfg"),
+    );
+    toml::from_str::<toml::Table>(&i.toml).unwrap_or_else(|e| panic!("{e}\n{}", i.toml));
+    assert!(!i.runnable, "names with control characters are refused");
+    // Directives without their arguments: reported, and a redirect of every request runs.
+    let i = import("frontend f\n bind :80\n redirect scheme https code\n http-request set-header\n cookie\n errorfile\n timeout\n acl\n use_backend\n default_backend\n server\n", Path::new("/tmp/haproxy.cfg"));
+    for line in 3..=11 {
+        assert!(
+            !at(&i, ReportKind::NotCarried, line).is_empty(),
+            "line {line}:\n{}",
+            i.report_text()
+        );
+    }
+}
+
+#[test]
+fn report_is_grouped_with_a_summary() {
+    let dir = tempdir("render");
+    let text = seed_with_files(&dir);
+    let shown = imp_in(&dir, &text).report_text();
+    let order = [
+        "== mistakes of the original",
+        "== carried with a change",
+        "== not needed",
+        "== carried (",
+        "== engine check: warnings",
+    ];
+    let pos: Vec<usize> = order
+        .iter()
+        .map(|h| shown.find(h).unwrap_or_else(|| panic!("{h}:\n{shown}")))
+        .collect();
+    assert!(pos.windows(2).all(|w| w[0] < w[1]), "{shown}");
+    assert!(
+        shown
+            .trim_end()
+            .ends_with("the result passes engine check (1 warning)"),
+        "{shown}"
+    );
+    assert!(shown.contains("\n    fix: name = \"SERVERID\""), "{shown}");
+}
