@@ -12,6 +12,8 @@
 //! - [`persist`]: cookie persistence, sans-io.
 //! - [`snapshot`]: the immutable config and state snapshots that reach the cores.
 //! - [`idle`]: buffer-less idle keep-alive waits, expired by the sweep.
+//! - [`park`]: plain-TCP connections idle past their hold, out of any task, in the
+//!   core's epoll set.
 //! - [`log`]: the access log, buffered per core.
 //! - [`control`]: the one health-check thread: probes, passive reports, admin commands,
 //!   publishing [`snapshot::States`] to the cores, merging their counters.
@@ -31,6 +33,7 @@ pub mod health;
 pub mod http;
 pub mod idle;
 pub mod log;
+pub mod park;
 pub mod persist;
 pub mod proxy;
 pub mod runtime;

@@ -32,7 +32,7 @@ use crate::idle::{ticks_for, Wake};
 use crate::log::Record;
 use crate::persist;
 use crate::snapshot::{FrontendRt, Snapshot};
-use crate::worker::{Worker, BUF_SIZE, HOLD_TICKS, PIPE_SIZE};
+use crate::worker::{Worker, BUF_SIZE, HOLD_TICKS, PIPE_SIZE, TICK};
 
 /// The read size for large bodies.
 const LARGE_BUF: usize = 64 * 1024;
@@ -69,6 +69,27 @@ pub trait ClientIo: AsyncReadRent + AsyncWriteRent + monoio::io::Split + 'static
     fn plain(&mut self) -> Option<&mut TcpStream> {
         None
     }
+
+    /// Leaves the connection in the core's park for its long idle (see [`crate::park`]);
+    /// gives it back where it cannot be parked (TLS, or epoll refused), or `None` when it
+    /// was lost on the way (the connection is then closed).
+    fn park(self, w: &Worker, how: Parking) -> Result<(), Option<Self>>
+    where
+        Self: Sized,
+    {
+        let _ = (w, how);
+        Err(Some(self))
+    }
+}
+
+/// What a parked connection keeps.
+pub struct Parking {
+    pub peer: SocketAddr,
+    pub fe: usize,
+    pub first: bool,
+    pub accepted: Instant,
+    /// Ticks until its keep-alive (or first-request) timeout.
+    pub ticks: u64,
 }
 
 pub enum Idle {
@@ -86,6 +107,31 @@ pub enum Idle {
 impl ClientIo for TcpStream {
     fn plain(&mut self) -> Option<&mut TcpStream> {
         Some(self)
+    }
+
+    fn park(self, w: &Worker, how: Parking) -> Result<(), Option<Self>> {
+        use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+        let Some(park) = w.park.as_ref() else {
+            return Err(Some(self));
+        };
+        let now = w.idle.now.get();
+        let tick = |t: u64| t.min(u32::MAX as u64) as u32;
+        let accepted_ticks = (how.accepted.elapsed().as_millis() / TICK.as_millis()) as u64;
+        // No operation is in flight on the stream here (the hold's read has completed),
+        // so monoio gives its descriptor up (deregistered from the epoll driver).
+        // SAFETY: into_raw_fd hands over sole ownership of an open descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(self.into_raw_fd()) };
+        let p = crate::park::Parked {
+            fd,
+            peer: how.peer,
+            fe: how.fe as u32,
+            first: how.first,
+            accepted_tick: tick(now.saturating_sub(accepted_ticks)),
+            expire_at: tick(now.saturating_add(how.ticks)),
+        };
+        park.park(p).map_err(|p| p.stream().ok())?;
+        w.parked_one();
+        Ok(())
     }
 
     async fn hold_read(
@@ -357,27 +403,80 @@ enum End {
 /// (A function returning an `async move` block rather than an `async fn`: the block uses
 /// its captures in place, where an `async fn` keeps a second copy of its arguments in
 /// every connection's future.)
-#[allow(clippy::manual_async_fn)]
 pub fn serve<S: ClientIo>(
+    w: Rc<Worker>,
+    fe: usize,
+    io: S,
+    peer: SocketAddr,
+    tls: bool,
+) -> impl Future<Output = ()> {
+    let st = Conn {
+        xff: peer.ip().to_canonical().to_string().into_boxed_str(),
+        cb: ClientBuf {
+            v: Vec::new(),
+            start: 0,
+        },
+        canceller: None,
+        accepted: Instant::now(),
+        first: true,
+    };
+    serve_from(w, fe, io, peer, tls, st, false)
+}
+
+/// When a parked connection was accepted, from its tick.
+fn accepted_at(w: &Worker, p: &crate::park::Parked) -> Instant {
+    let ticks = w.idle.now.get().saturating_sub(u64::from(p.accepted_tick));
+    let ago = TICK.saturating_mul(ticks.min(u32::MAX as u64) as u32);
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
+/// Serves a connection that comes back from the park: bytes (or a close) arrived.
+pub fn resume(w: Rc<Worker>, p: crate::park::Parked) {
+    let (fe, peer, first, accepted) = (p.fe as usize, p.peer, p.first, accepted_at(&w, &p));
+    let Ok(stream) = p.stream() else {
+        w.conn_closed();
+        return;
+    };
+    let st = Conn {
+        xff: peer.ip().to_canonical().to_string().into_boxed_str(),
+        cb: ClientBuf {
+            v: w.get_buf(),
+            start: 0,
+        },
+        canceller: None,
+        accepted,
+        first,
+    };
+    monoio::spawn(serve_from(w, fe, stream, peer, false, st, true));
+}
+
+/// A parked connection past its timeout: closed, after a 408 when it never sent a
+/// request.
+pub fn expire_parked(w: Rc<Worker>, p: crate::park::Parked) {
+    let (fe, peer, accepted) = (p.fe as usize, p.peer, accepted_at(&w, &p));
+    let stream = if p.first { p.stream().ok() } else { None };
+    let Some(mut stream) = stream else {
+        w.conn_closed();
+        return;
+    };
+    monoio::spawn(async move {
+        let _guard = ConnGuard(Some(w.clone()));
+        answer_408(&w, fe, &mut stream, peer, accepted).await;
+    });
+}
+
+#[allow(clippy::manual_async_fn)]
+fn serve_from<S: ClientIo>(
     w: Rc<Worker>,
     fe: usize,
     mut io: S,
     peer: SocketAddr,
     tls: bool,
+    mut st: Conn,
+    mut ready: bool,
 ) -> impl Future<Output = ()> {
     async move {
-        let _guard = ConnGuard(Some(w.clone()));
-        let mut st = Conn {
-            xff: peer.ip().to_canonical().to_string().into_boxed_str(),
-            cb: ClientBuf {
-                v: Vec::new(),
-                start: 0,
-            },
-            canceller: None,
-            accepted: Instant::now(),
-            first: true,
-        };
-        let mut ready = false;
+        let mut guard = ConnGuard(Some(w.clone()));
         // Nothing but the boxes and the long wait is held across the awaits below.
         let end = loop {
             let fut: std::pin::Pin<Box<dyn Future<Output = Phase> + '_>> =
@@ -386,6 +485,24 @@ pub fn serve<S: ClientIo>(
                 Phase::End(e) => break e,
                 Phase::Idle { ticks } => ticks,
             };
+            // Long idle: the connection leaves its task for the core's park (plain TCP);
+            // where it cannot, it waits here without a buffer.
+            let how = Parking {
+                peer,
+                fe,
+                first: st.first,
+                accepted: st.accepted,
+                ticks,
+            };
+            match io.park(&w, how) {
+                Ok(()) => {
+                    // The park counts it now.
+                    guard.0 = None;
+                    return;
+                }
+                Err(Some(back)) => io = back,
+                Err(None) => return,
+            }
             match io.long_wait(&w, ticks).await {
                 Idle::Ready(v) => {
                     st.cb.v = v;

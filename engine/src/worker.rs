@@ -247,6 +247,8 @@ pub struct Worker {
     /// False once splice was refused on this core: large bodies are copied instead.
     pub splice_ok: Cell<bool>,
     pub idle: IdleSet,
+    /// Plain-TCP connections idle past their hold (see [`crate::park`]).
+    pub park: Option<crate::park::Park>,
     pub log: RefCell<AccessLog>,
     pub rr: RefCell<Vec<RoundRobin>>,
     pub counters: RefCell<Vec<ServerCounters>>,
@@ -267,7 +269,8 @@ pub struct Worker {
     /// The generation `counters`, `hist` and `queue` are sized for: a request that
     /// started before a reload leaves them alone.
     counters_gen: Cell<u64>,
-    /// Buffers freed since the last sweep that returned memory to the system.
+    /// Memory freed since the last collect that returned it to the system: buffers
+    /// freed, and connections parked (their task's memory).
     freed: Cell<u64>,
     /// Per backend: this core's waiting requests in order (ticket, sticky server).
     queue: RefCell<Vec<Waiters>>,
@@ -300,6 +303,7 @@ impl Worker {
             fd_pressure_seen: Cell::new(pressure),
             splice_ok: Cell::new(true),
             idle: IdleSet::new(),
+            park: crate::park::Park::new(),
             log: RefCell::new(log),
             rr: RefCell::new(Vec::new()),
             counters: RefCell::new(Vec::new()),
@@ -544,8 +548,9 @@ impl Worker {
         }
     }
 
-    /// The periodic sweep: idle waits, pooled connections past their idle timeout, log.
-    fn tick(&self) {
+    /// The periodic sweep: idle waits, parked connections, pooled connections past their
+    /// idle timeout, log.
+    fn tick(self: &Rc<Self>) {
         self.refresh();
         let stopping = self.shared.stop.load(Ordering::Relaxed);
         if stopping && !self.stopping.get() {
@@ -553,6 +558,18 @@ impl Worker {
             self.shed_pools();
         }
         self.idle.tick(stopping);
+        if let Some(park) = &self.park {
+            let now = self.idle.now.get().min(u32::MAX as u64) as u32;
+            for gone in park.sweep(now, stopping) {
+                match gone {
+                    crate::park::Gone::Expired(p) => crate::proxy::expire_parked(self.clone(), p),
+                    crate::park::Gone::Stopped(p) => {
+                        drop(p);
+                        self.conn_closed();
+                    }
+                }
+            }
+        }
         let pressure = self.shared.fd_pressure.load(Ordering::Relaxed);
         if pressure != self.fd_pressure_seen.get() {
             self.fd_pressure_seen.set(pressure);
@@ -572,12 +589,14 @@ impl Worker {
         if t.is_multiple_of(5) {
             self.report();
         }
-        // After a burst, give the freed buffers' memory back to the system (idle
-        // connections hold none, so RSS should come down with them).
-        if t.is_multiple_of(10) && self.freed.get() >= 64 {
+        // After a burst, give the memory it used back to the system within a few ticks:
+        // idle connections hold next to none (they are parked), so RSS should come down
+        // with them. A forced collect costs well under a millisecond; it runs only
+        // after churn (buffers freed, connections parked), at most every 200 ms.
+        if t.is_multiple_of(2) && self.freed.get() >= 64 {
             self.freed.set(0);
             // SAFETY: mi_collect may be called at any time from any thread.
-            unsafe { libmimalloc_sys::mi_collect(false) };
+            unsafe { libmimalloc_sys::mi_collect(true) };
         }
     }
 
@@ -619,6 +638,11 @@ impl Worker {
         });
     }
 
+    /// A connection left its task for the park: its memory can go back to the system.
+    pub fn parked_one(&self) {
+        self.freed.set(self.freed.get() + 1);
+    }
+
     pub fn conn_opened(&self) {
         self.conns.set(self.conns.get() + 1);
     }
@@ -640,6 +664,7 @@ pub async fn run(w: Rc<Worker>, listeners: Vec<(usize, std::net::TcpListener)>, 
             Err(e) => tracing::error!(core = w.id, "listener refused by the driver: {e}"),
         }
     }
+    monoio::spawn(crate::park::waiter(w.clone()));
     let mut stop_deadline: Option<Instant> = None;
     loop {
         monoio::time::sleep(TICK).await;
