@@ -85,6 +85,11 @@ fn same_as_model(buf: &[u8], h: &RequestHead, acc: &Accepted) -> Result<(), Stri
         acc.body
     );
     ensure!(h.minor == acc.minor, "minor {}", h.minor);
+    ensure!(
+        h.client_keep_alive() == acc.keep_alive,
+        "keep-alive {}",
+        h.client_keep_alive()
+    );
     ensure!(h.method_str(buf) == acc.method, "method");
     ensure!(h.target(buf) == acc.target, "target");
     ensure!(h.host(buf).map(<[u8]>::to_vec) == acc.host, "host");

@@ -215,13 +215,19 @@ pub fn request() -> BoxedStrategy<Vec<u8>> {
     let line = (method(), target(), version(), eol())
         .prop_map(|(m, t, v, e)| [m, b(" "), t, b(" "), v, e].concat());
     let lead = prop_oneof![12 => Just(b("")), 1 => pick(&["\r\n", "\r\n\r\n", "\n", "\r"])];
+    // Now and then enough plain fields to pass the header-count limit.
+    let filler = prop_oneof![
+        10 => Just(Vec::new()),
+        1 => (8usize..24).prop_map(|n| (0..n).map(|i| format!("X-F{i}: v").into_bytes()).collect()),
+    ];
     let headers = (
         hosts(),
         framing(),
         prop::collection::vec(other_header(), 0..6),
+        filler,
     )
-        .prop_flat_map(|(h, f, o)| Just([h, f, o].concat()).prop_shuffle());
-    let lines = (headers, prop::collection::vec(eol(), 16)).prop_map(|(hs, eols)| {
+        .prop_flat_map(|(h, f, o, x)| Just([h, f, o, x].concat()).prop_shuffle());
+    let lines = (headers, prop::collection::vec(eol(), 40)).prop_map(|(hs, eols)| {
         hs.into_iter()
             .enumerate()
             .flat_map(|(i, h)| [h, eols[i % eols.len()].clone()].concat())

@@ -22,6 +22,9 @@ pub struct Accepted {
     pub body: BodyLen,
     /// The Host value without surrounding whitespace.
     pub host: Option<Vec<u8>>,
+    /// Whether the client lets the connection carry another request (RFC 9112 §9.3;
+    /// policy: Proxy-Connection counts like Connection).
+    pub keep_alive: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,12 +40,12 @@ pub enum Verdict {
 
 /// Judges `buf` (a head, maybe followed by a body or the next request).
 pub fn judge(buf: &[u8], limits: &HeadLimits) -> Verdict {
-    let (leading, leading_bare_lf, lines, end) = head_lines(buf);
-    let lead_bytes = leading * 2;
+    let (_, leading_bare_lf, lines, end) = head_lines(buf);
+    // Policy: the head limit counts from the request line, after at most four leading
+    // empty lines (CRLF); any further leading bytes count.
+    let exempt = 2 * buf.chunks(2).take(4).take_while(|c| *c == b"\r\n").count();
     let Some(end) = end else {
-        // Policy: the head limit counts from the request line; at most a few leading
-        // empty lines are exempt, so only claim "too large" with margin.
-        let too_large = buf.len() >= limits.max_head_bytes + lead_bytes + 8
+        let too_large = buf.len() >= limits.max_head_bytes + exempt
             || request_line_too_long(&lines, buf, limits);
         return Verdict::Incomplete { too_large };
     };
@@ -50,7 +53,7 @@ pub fn judge(buf: &[u8], limits: &HeadLimits) -> Verdict {
     if leading_bare_lf || lines.iter().any(|l| !l.crlf) {
         why.push(E::BareLf); // README: bare LF is refused
     }
-    if end - lead_bytes.min(end) > limits.max_head_bytes {
+    if end - exempt > limits.max_head_bytes {
         why.push(E::HeadTooLarge);
     }
     let req_line = lines[0].text;
@@ -69,6 +72,7 @@ pub fn judge(buf: &[u8], limits: &HeadLimits) -> Verdict {
             target: target.to_vec(),
             body,
             host,
+            keep_alive: keep_alive(minor, &fields),
         }),
         _ => {
             if why.is_empty() {
@@ -245,6 +249,17 @@ fn transfer_coding(minor: u8, te: &[&[u8]], has_cl: bool, why: &mut Vec<E>) {
     if has_cl {
         why.push(E::LengthAndChunked);
     }
+}
+
+fn keep_alive(minor: u8, fields: &[(&[u8], &[u8])]) -> bool {
+    let tokens: Vec<Vec<u8>> = named(fields, "connection")
+        .chain(named(fields, "proxy-connection"))
+        .flat_map(elements)
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
+    let close = tokens.iter().any(|t| t == b"close");
+    let keep = tokens.iter().any(|t| t == b"keep-alive");
+    !close && (minor == 1 || keep)
 }
 
 /// uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2). Policy: not empty, at most 255
