@@ -2,7 +2,8 @@
 //! parser with the head the engine forwards, the response head parser, and the streaming
 //! chunked decoder, each against a reference model written in `fuzz/`.
 //!
-//! `FUZZ_CASES=N` sets the cases per property (default: a bounded run for CI). The seed
+//! `FUZZ_CASES=N` sets the cases per property (default: a bounded run for CI),
+//! `FUZZ_SEED=N` fixes the random seed (fixed by default when `CI` is set). The seed
 //! corpus in `tests/corpus/{request,response,chunked}/` is replayed by the `corpus_*`
 //! tests; a file named `refuse-*` must be refused, `accept-*` accepted, and `bug-*` files
 //! are known parser bugs, replayed by the ignored `known_bug_*` tests.

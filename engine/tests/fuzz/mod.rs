@@ -1,12 +1,11 @@
-//! Shared pieces of the HTTP fuzz harness: case counts, limits, byte helpers, mutations and
-//! the corpus.
+//! Shared pieces of the HTTP fuzz harness: case counts, limits, byte helpers, line and
+//! field splitting for the models, mutations, input splits and the corpus.
 //!
-//! Layout: `req_model` (reference model of request framing), `req_gen` (generators),
-//! `req_check` (the request properties, including the head the engine forwards),
-//! `resp` (response model, generators and properties), `chunk` (reference chunked
-//! decoder, streaming driver, generators).
-
-#![allow(dead_code)]
+//! Modules: `req_model` (reference model of how a request head is judged), `req_gen`
+//! (request generators), `req_check` (the request properties, with the head the engine
+//! forwards, built by `forward`), `resp` (response model and properties), `resp_gen`
+//! (response generators), `chunk` (reference chunked decoder, the streaming driver,
+//! encoders and hostile inputs).
 
 pub mod chunk;
 pub mod forward;
@@ -20,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use engine::http::HeadLimits;
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
+use proptest::test_runner::{FileFailurePersistence, RngSeed};
 
 /// Cases per property: `FUZZ_CASES` or the default kept small enough for CI.
 pub fn cases(default: u32) -> u32 {
@@ -30,10 +29,21 @@ pub fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
+/// The random seed: `FUZZ_SEED`, else fixed in CI (`CI` set: every run checks the same
+/// cases, so a red CI is never a new find by chance), else random.
+pub fn seed() -> RngSeed {
+    match std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()) {
+        Some(s) => RngSeed::Fixed(s),
+        None if std::env::var_os("CI").is_some() => RngSeed::Fixed(0x5eed_f022),
+        None => RngSeed::Random,
+    }
+}
+
 /// The proptest configuration for one property.
 pub fn config(default_cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases: cases(default_cases),
+        rng_seed: seed(),
         // Shrinking long inputs can take long; keep it bounded.
         max_shrink_iters: 4096,
         // Failures go to tests/fuzz_http.proptest-regressions, replayed first next time.
