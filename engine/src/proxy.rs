@@ -858,7 +858,8 @@ fn is_excluded_header(name: &[u8], kind: Hdr, fe: &FrontendRt, drop_underscore: 
 
 /// Writes the request head for the server. Returns the server cookie the request named.
 #[allow(clippy::too_many_arguments)]
-fn build_request_head(
+#[doc(hidden)]
+pub fn build_request_head(
     buf: &[u8],
     req: &RequestHead,
     fe: &FrontendRt,
@@ -949,7 +950,8 @@ fn build_request_head(
 
 /// The placeholder index of the Host header for HTTP/1.0 requests without one: the head
 /// ends with the empty line, which we write after possibly adding Host.
-fn finish_head(out: &mut Vec<u8>, need_host: Option<&str>) {
+#[doc(hidden)]
+pub fn finish_head(out: &mut Vec<u8>, need_host: Option<&str>) {
     if let Some(h) = need_host {
         out.extend_from_slice(b"Host: ");
         out.extend_from_slice(h.as_bytes());
