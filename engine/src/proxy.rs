@@ -1865,6 +1865,11 @@ async fn send_and_relay<S: ClientIo>(
         BodyLen::Close => (BodyLen::Close, true),
     };
     let keep_client = client_ka && !force_close && !stopping && !is_upgrade && head.status != 101;
+    if head.te_codings.is_some() && client_framing != BodyLen::Chunked {
+        // Codings besides chunked that an HTTP/1.0 client cannot be told of.
+        w.put_buf(sb);
+        return Relay::Failed(Fail::BadResponse, *b"PH", false);
+    }
     let mut hb = w.get_buf();
     hb.extend_from_slice(b"HTTP/1.1 ");
     push_u64(&mut hb, head.status as u64);
@@ -1947,7 +1952,27 @@ async fn send_and_relay<S: ClientIo>(
             push_u64(&mut hb, n);
             hb.extend_from_slice(b"\r\n");
         }
-        BodyLen::Chunked => hb.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyLen::Chunked => {
+            hb.extend_from_slice(b"Transfer-Encoding: ");
+            if let Some((a, b)) = head.te_codings {
+                // Codings besides chunked (gzip, chunked): the client is told of them.
+                for t in crate::http::head::tokens(&sb[a as usize..b as usize]) {
+                    if !eq_ic(t, b"chunked") {
+                        hb.extend_from_slice(t);
+                        hb.extend_from_slice(b", ");
+                    }
+                }
+            }
+            hb.extend_from_slice(b"chunked\r\n");
+        }
+        _ if head.body == BodyLen::None
+            && method != Method::Head
+            && !matches!(head.status, 100..=199 | 204 | 304) =>
+        {
+            // An empty body (Content-Length: 0) is framed as one, or the client would read
+            // until the connection closes.
+            hb.extend_from_slice(b"Content-Length: 0\r\n");
+        }
         _ => {
             // HEAD and 304 keep the server's Content-Length header semantics: we dropped
             // it; for HEAD re-add it when the server sent one.

@@ -18,6 +18,8 @@ both_drivers!(
     unrequested_switching_protocols_is_502,
     server_closing_without_a_byte_is_502_after_retries,
     own_answers_logged_with_their_bytes,
+    empty_bodies_and_codings_are_framed_for_the_client,
+    connection_naming_host_keeps_the_host,
 );
 
 /// The web frontend in front of raw servers, with extra `[defaults]`.
@@ -215,4 +217,60 @@ fn own_answers_logged_with_their_bytes(driver: DriverChoice) {
             "bytes logged as sent ({sent}): {line}"
         );
     }
+}
+
+fn empty_bodies_and_codings_are_framed_for_the_client(driver: DriverChoice) {
+    // Found by the fuzz harness: an empty 200 (Content-Length: 0) reached the client with
+    // no framing at all, so a keep-alive client waited for the close; a status below 100
+    // was written as `HTTP/1.1 0`; `Transfer-Encoding: gzip, chunked` lost its gzip.
+    let s = ka_server(|c, req| {
+        let out: &[u8] = match req.target().as_str() {
+            "/empty" => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            "/zero" => b"HTTP/1.1 000 OK\r\nContent-Length: 2\r\n\r\nok",
+            _ => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nzz\r\n0\r\n\r\n",
+        };
+        c.write_all(out).is_ok()
+    });
+    let r = engine_for(&[&s], "", driver);
+    let mut c = conn(&r);
+    c.set_timeout(Duration::from_secs(3));
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let resp = c
+            .request("GET", "/empty", &[], b"")
+            .expect("framed, not read to close");
+        assert_eq!(
+            (resp.status, resp.header("content-length")),
+            (200, Some("0"))
+        );
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    }
+    let resp = c.request("GET", "/gz", &[], b"").expect("an answer");
+    assert_eq!(resp.header("transfer-encoding"), Some("gzip, chunked"));
+    let resp = conn(&r)
+        .request("GET", "/zero", &[], b"")
+        .expect("an answer");
+    assert_eq!(resp.status, 502);
+}
+
+fn connection_naming_host_keeps_the_host(driver: DriverChoice) {
+    let s = ka_server(|c, req| {
+        let head = String::from_utf8_lossy(req.head).to_string();
+        let hosts = head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+            .count();
+        c.write_all(&ok_response(&format!("hosts={hosts}"))).is_ok()
+    });
+    let r = engine_for(&[&s], "", driver);
+    let (out, _) = raw_exchange(
+        r.addr("web"),
+        b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: Host, close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        String::from_utf8_lossy(&out).ends_with("hosts=1"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 }

@@ -251,12 +251,21 @@ pub struct ResponseHead {
     pub conn: ConnOpts,
     /// Offset range of the reason phrase.
     pub reason: (u32, u32),
+    /// The Transfer-Encoding value when it names a coding other than chunked (gzip,
+    /// chunked): the client must be told of it.
+    pub te_codings: Option<(u32, u32)>,
+    /// The response had a Transfer-Encoding.
+    pub te: bool,
 }
 
 impl ResponseHead {
     /// Whether the server lets us reuse the connection after this response.
     pub fn server_keep_alive(&self) -> bool {
         if self.body == BodyLen::Close {
+            return false;
+        }
+        if self.minor == 0 && self.te {
+            // Transfer-Encoding in HTTP/1.0: faulty framing, close after it (RFC 9112 §6.1).
             return false;
         }
         if self.minor == 0 {
@@ -405,6 +414,11 @@ fn drop_named(buf: &[u8], headers: &[httparse::Header<'_>], fields: &mut [Field]
         for t in tokens(h.value) {
             if eq_ic(t, b"close") || eq_ic(t, b"keep-alive") || (upgrading && eq_ic(t, b"upgrade"))
             {
+                continue;
+            }
+            // Host is never hop-by-hop (`Connection: Host` would otherwise send the server
+            // a request without one).
+            if eq_ic(t, b"host") {
                 continue;
             }
             for f in fields.iter_mut() {
@@ -643,6 +657,10 @@ pub fn parse_response(
         Err(_) => return Err(ResponseError::Malformed),
     };
     let code = resp.code.ok_or(ResponseError::Malformed)?;
+    if code < 100 {
+        // Three digits, 1xx to 5xx (RFC 9110 §15): 000-099 are no status at all.
+        return Err(ResponseError::Malformed);
+    }
     let minor = resp.version.ok_or(ResponseError::Malformed)?;
     let reason = resp.reason.unwrap_or("");
     let reason_span = if reason.is_empty() {
@@ -654,6 +672,7 @@ pub fn parse_response(
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut te_seen = false;
+    let mut te_codings = None;
     let mut conn = ConnOpts::default();
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
@@ -679,6 +698,9 @@ pub fn parse_response(
             chunked = false;
             for t in tokens(value) {
                 chunked = eq_ic(t, b"chunked");
+                if !chunked && te_codings.is_none() {
+                    te_codings = Some(span(buf, value));
+                }
             }
         } else if kind == Hdr::Connection || kind == Hdr::ProxyConnection {
             f.drop = true;
@@ -727,6 +749,8 @@ pub fn parse_response(
         body,
         conn,
         reason: reason_span,
+        te_codings: if te_seen { te_codings } else { None },
+        te: te_seen,
     }))
 }
 

@@ -34,10 +34,10 @@ pub enum RespVerdict {
     Accept(RespAccepted),
 }
 
-/// Rules that the main property leaves out because the engine is known to break them;
-/// each is switched on by an ignored `known_bug_*` test over the `bug-*` corpus files.
-/// `Default` (all off) is what the main property checks.
-#[derive(Debug, Clone, Copy, Default)]
+/// Rules the engine once broke (found by this harness, fixed since): each is checked by
+/// the main property and again by a `known_bug_*` regression test over the `bug-*`
+/// corpus files. `Default` (all on) is what the main property checks.
+#[derive(Debug, Clone, Copy)]
 pub struct Strictness {
     /// RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing and
     /// the connection is closed after it.
@@ -47,6 +47,16 @@ pub struct Strictness {
     pub empty_body_framed: bool,
     /// A status code the engine writes is three digits (RFC 9112 §4).
     pub status_three_digits: bool,
+}
+
+impl Default for Strictness {
+    fn default() -> Self {
+        Strictness {
+            http10_te_closes: true,
+            empty_body_framed: true,
+            status_three_digits: true,
+        }
+    }
 }
 
 /// HTTP-version SP 3DIGIT [ SP reason-phrase ] (RFC 9112 §4). Policy, as httparse: the
@@ -69,7 +79,8 @@ fn status_line(l: &[u8]) -> Option<(u8, u16)> {
                 .iter()
                 .all(|&c| c == b'\t' || c == b' ' || (0x21..=0x7e).contains(&c) || c >= 0x80));
     let code: u16 = std::str::from_utf8(code).ok()?.parse().ok()?;
-    reason_ok.then_some((minor, code))
+    // 000-099 are no status (RFC 9110 §15): refused, a 502 for the client.
+    (reason_ok && code >= 100).then_some((minor, code))
 }
 
 /// Judges a response head read from `buf`, for a request that was HEAD or not.
@@ -273,7 +284,15 @@ fn client_head(buf: &[u8], h: &ResponseHead, head_request: bool) -> Vec<u8> {
         BodyLen::Length(n) => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
         // A close-delimited body reaches an HTTP/1.1 client chunked.
         BodyLen::Chunked | BodyLen::Close => {
-            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
+            out.extend_from_slice(b"Transfer-Encoding: ");
+            if let Some((a, b)) = h.te_codings {
+                for t in engine::http::head::tokens(&buf[a as usize..b as usize]) {
+                    if !t.eq_ignore_ascii_case(b"chunked") {
+                        out.extend_from_slice(&[t, b", "].concat());
+                    }
+                }
+            }
+            out.extend_from_slice(b"chunked\r\n")
         }
         BodyLen::None if head_request || h.status == 304 => {
             let cl = h
@@ -283,6 +302,9 @@ fn client_head(buf: &[u8], h: &ResponseHead, head_request: bool) -> Vec<u8> {
             if let Some(f) = cl {
                 out.extend_from_slice(&[&b"Content-Length: "[..], f.value(buf), b"\r\n"].concat());
             }
+        }
+        BodyLen::None if !(100..200).contains(&h.status) && h.status != 204 => {
+            out.extend_from_slice(b"Content-Length: 0\r\n")
         }
         BodyLen::None => {}
     }
