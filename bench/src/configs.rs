@@ -30,6 +30,8 @@ pub struct Scenario {
     pub resume: bool,
     /// 10,000 mostly idle keep-alive clients with a trickle of requests
     pub idle: bool,
+    /// Idle clients arrive this many at a time (1: one after another).
+    pub burst: usize,
     pub connections: usize,
 }
 
@@ -45,6 +47,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
         tls: Tls::None,
         resume: true,
         idle: false,
+        burst: 1,
         connections: 64,
     };
     vec![
@@ -135,6 +138,13 @@ pub fn all_scenarios() -> Vec<Scenario> {
             name: "idle-10k",
             what: "10,000 keep-alive clients, each after one request, held idle while a trickle of requests runs over them: memory per idle connection",
             idle: true,
+            ..base.clone()
+        },
+        Scenario {
+            name: "idle-burst",
+            what: "5,000 keep-alive clients arriving 500 at a time (an exam start), one request each, then idle: memory per idle connection one second after the last answer, and once settled",
+            idle: true,
+            burst: 500,
             ..base
         },
     ]

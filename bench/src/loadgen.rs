@@ -288,6 +288,9 @@ pub struct IdleResult {
     pub rss_after_kib: u64,
     pub peak_rss_kib: u64,
     pub bytes_per_idle_conn: f64,
+    /// RSS one second after the last client's answer (before the trickle).
+    pub rss_1s_kib: u64,
+    pub bytes_per_idle_conn_1s: f64,
     pub trickle: CrResult,
     pub cpu_seconds: f64,
     pub cpu_us_per_req: f64,
@@ -323,14 +326,22 @@ fn idle_connect(addr: SocketAddr, i: usize) -> io::Result<TcpStream> {
 /// Opens `n` keep-alive connections (one request each, so each is fully set up), then runs
 /// a trickle of `rate` requests/s over them, spread round the whole set, for `trickle`.
 /// Memory per idle connection is the growth of the target's RSS divided by `n`.
+/// How the idle clients arrive: `burst` at a time (1: one after another), each making one
+/// request and then staying open.
+pub struct Arrival {
+    pub clients: usize,
+    pub burst: usize,
+}
+
 pub fn idle_test(
     addr: SocketAddr,
     proc: Option<&Proc>,
-    n: usize,
+    arrival: Arrival,
     rate: f64,
     trickle: Duration,
     req: &[u8],
 ) -> IdleResult {
+    let n = arrival.clients;
     let mut r = IdleResult {
         clients_wanted: n,
         ..Default::default()
@@ -342,26 +353,40 @@ pub fn idle_test(
     let open_limit = Duration::from_secs(90);
     let mut conns: Vec<TcpStream> = Vec::with_capacity(n);
     let mut buf = Vec::with_capacity(16 * 1024);
-    for i in 0..n {
+    let burst = arrival.burst.max(1);
+    let mut i = 0;
+    while i < n {
         if t0.elapsed() > open_limit || r.open_errors > 200 {
             break;
         }
-        let res = idle_connect(addr, i).and_then(|mut s| {
-            s.write_all(req)?;
-            let (status, keep) = read_response(&mut s, &mut buf)?;
-            if !(200..400).contains(&status) || !keep {
-                return Err(io::Error::other(format!("status {status}, keep {keep}")));
+        // A burst: every client of it connects and sends, then each reads its answer.
+        let group: Vec<io::Result<TcpStream>> = (i..(i + burst).min(n))
+            .map(|k| {
+                idle_connect(addr, k).and_then(|mut s| {
+                    s.write_all(req)?;
+                    Ok(s)
+                })
+            })
+            .collect();
+        i += group.len();
+        for s in group {
+            let res = s.and_then(|mut s| {
+                let (status, keep) = read_response(&mut s, &mut buf)?;
+                if !(200..400).contains(&status) || !keep {
+                    return Err(io::Error::other(format!("status {status}, keep {keep}")));
+                }
+                Ok(s)
+            });
+            match res {
+                Ok(s) => conns.push(s),
+                Err(_) => r.open_errors += 1,
             }
-            Ok(s)
-        });
-        match res {
-            Ok(s) => conns.push(s),
-            Err(_) => r.open_errors += 1,
         }
     }
     r.open_seconds = t0.elapsed().as_secs_f64();
     r.clients_open = conns.len();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(1));
+    r.rss_1s_kib = rss(proc).0;
     let cpu0 = proc.map(|p| p.cpu_seconds()).unwrap_or(0.0);
     // the trickle: one request at a time on a fixed schedule, over a stride of the clients
     let mut h = new_hist();
@@ -438,8 +463,10 @@ pub fn idle_test(
         }
     }
     if r.clients_open > 0 {
-        r.bytes_per_idle_conn =
-            (r.rss_after_kib as f64 - r.rss_before_kib as f64) * 1024.0 / r.clients_open as f64;
+        let per =
+            |kib: u64| (kib as f64 - r.rss_before_kib as f64) * 1024.0 / r.clients_open as f64;
+        r.bytes_per_idle_conn = per(r.rss_after_kib);
+        r.bytes_per_idle_conn_1s = per(r.rss_1s_kib);
     }
     r.trickle = tr;
     drop(conns);

@@ -60,6 +60,10 @@ pub struct Cli {
     /// pinned worker waits for its own core while the other may be free.
     #[arg(long)]
     pin_engine: bool,
+    /// another engine binary (e.g. the build of an earlier commit) run as the target
+    /// `baseline`, interleaved with the others, for before/after comparisons
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// the target whose ratios against the others are reported
     #[arg(long, default_value = "engine")]
     subject: String,
@@ -107,6 +111,8 @@ pub struct Settings {
     pub maxconn: usize,
     /// the engine runs pinned (`--pin-engine`) or with `--no-pin`
     pub pin_engine: bool,
+    /// the engine binary run as the target `baseline`
+    pub baseline: Option<PathBuf>,
 }
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -200,6 +206,7 @@ pub struct Summary {
     pub other_us_per_req: Option<Stat3>,
     pub idle_share: Option<Stat3>,
     pub bytes_per_idle_conn: Option<Stat3>,
+    pub bytes_per_idle_conn_1s: Option<Stat3>,
     pub peak_rss_kib: u64,
 }
 
@@ -408,8 +415,11 @@ fn start_target(
     let tdir = dir.join(name);
     let _ = std::fs::create_dir_all(&tdir);
     let (file, text, mut cmd) = match name {
-        "engine" => {
-            let bin = bins.dir.join("engine");
+        "engine" | "baseline" => {
+            let bin = match (name, &set.baseline) {
+                ("baseline", Some(b)) => b.clone(),
+                _ => bins.dir.join("engine"),
+            };
             if !bin.exists() {
                 return na(res, format!("not built: {} is missing", bin.display()));
             }
@@ -625,7 +635,16 @@ fn run_scenario(
             if sc.idle {
                 let addr: SocketAddr = format!("127.0.0.1:{}", l.port).parse().expect("addr");
                 let trickle = Duration::from_secs(set.cr_duration.max(1));
-                let ir = loadgen::idle_test(addr, Some(p), set.idle_clients, 200.0, trickle, &req);
+                let clients = if sc.burst > 1 {
+                    set.idle_clients.min(5000)
+                } else {
+                    set.idle_clients
+                };
+                let arrival = loadgen::Arrival {
+                    clients,
+                    burst: sc.burst,
+                };
+                let ir = loadgen::idle_test(addr, Some(p), arrival, 200.0, trickle, &req);
                 rec.cpu_seconds = ir.cpu_seconds;
                 rec.cpu_us_per_req = ir.cpu_us_per_req;
                 rec.rss_kib = ir.rss_after_kib;
@@ -636,12 +655,13 @@ fn run_scenario(
                     ));
                 }
                 log(&format!(
-                    "{} / {} round {}: {} clients, {:.0} B per idle connection, trickle p99 {:.0} us",
+                    "{} / {} round {}: {} clients, {:.0} B per idle connection ({:.0} B 1 s after the last answer), trickle p99 {:.0} us",
                     sc.name,
                     l.name,
                     round + 1,
                     ir.clients_open,
                     ir.bytes_per_idle_conn,
+                    ir.bytes_per_idle_conn_1s,
                     ir.trickle.p99_us
                 ));
                 rec.idle = Some(ir);
@@ -841,6 +861,12 @@ fn summarize(t: &TargetResult, peak: u64) -> Summary {
                 .filter_map(|r| r.idle.as_ref().map(|i| i.bytes_per_idle_conn))
                 .collect::<Vec<_>>(),
         ),
+        bytes_per_idle_conn_1s: Stat3::of(
+            &t.runs
+                .iter()
+                .filter_map(|r| r.idle.as_ref().map(|i| i.bytes_per_idle_conn_1s))
+                .collect::<Vec<_>>(),
+        ),
         peak_rss_kib: peak,
     };
     if let Some(i) = t.runs.iter().filter_map(|r| r.idle.as_ref()).next() {
@@ -866,10 +892,16 @@ fn ratios(sc: &Scenario, ts: &[TargetResult], subject: &str) -> Vec<Ratio> {
     };
     type Getter = Box<dyn Fn(&RunRecord) -> Option<f64>>;
     let metrics: Vec<(&str, Getter)> = if sc.idle {
-        vec![(
-            "bytes_per_idle_conn",
-            Box::new(|r: &RunRecord| r.idle.as_ref().map(|i| i.bytes_per_idle_conn)),
-        )]
+        vec![
+            (
+                "bytes_per_idle_conn",
+                Box::new(|r: &RunRecord| r.idle.as_ref().map(|i| i.bytes_per_idle_conn)),
+            ),
+            (
+                "bytes_per_idle_conn_1s",
+                Box::new(|r: &RunRecord| r.idle.as_ref().map(|i| i.bytes_per_idle_conn_1s)),
+            ),
+        ]
     } else {
         vec![
             (
@@ -1039,6 +1071,7 @@ fn bench(cli: Cli) -> i32 {
         cr_rate: cli.cr_rate,
         maxconn,
         pin_engine: cli.pin_engine,
+        baseline: cli.baseline.clone(),
     };
     let all = configs::all_scenarios();
     let scenarios: Vec<Scenario> = if cli.scenarios.is_empty() {
@@ -1060,9 +1093,16 @@ fn bench(cli: Cli) -> i32 {
         v
     };
     let targets: Vec<String> = if cli.targets.is_empty() {
-        TARGETS.iter().map(|s| s.to_string()).collect()
+        let mut t: Vec<String> = TARGETS.iter().map(|s| s.to_string()).collect();
+        if cli.baseline.is_some() {
+            t.insert(1, "baseline".into());
+        }
+        t
     } else {
         for t in &cli.targets {
+            if t == "baseline" && cli.baseline.is_some() {
+                continue;
+            }
             if !TARGETS.contains(&t.as_str()) {
                 eprintln!("unknown target {t}; known: {}", TARGETS.join(","));
                 return 2;

@@ -92,8 +92,9 @@ fn row_target(t: &TargetResult, idle: bool) -> String {
             .collect::<Vec<_>>()
             .join("/");
         format!(
-            "| {} | {} | {} / {} / {} | {} | {} | {} | clients open {open} |\n",
+            "| {} | {} | {} | {} / {} / {} | {} | {} | {} | clients open {open} |\n",
             t.target,
+            stat_range(&s.bytes_per_idle_conn_1s, 0),
             stat_range(&s.bytes_per_idle_conn, 0),
             stat_us(&s.p50_us),
             stat_us(&s.p99_us),
@@ -273,7 +274,7 @@ pub fn markdown(meta: &Meta, rs: &[ScenarioResult]) -> String {
                 m,
                 "Each client connects, makes one request, and stays open; then a trickle of 200 req/s runs one at a time over a stride of the whole set (latency from intended send time). Memory per idle connection = RSS growth of the target's processes / clients.\n"
             );
-            m.push_str("| target | bytes per idle conn | trickle p50 / p99 / p99.9 | CPU µs/req | peak RSS | trickle req/s | |\n|---|---|---|---|---|---|---|\n");
+            m.push_str("| target | bytes per idle conn 1 s after the last answer | bytes per idle conn, settled | trickle p50 / p99 / p99.9 | CPU µs/req | peak RSS | trickle req/s | |\n|---|---|---|---|---|---|---|---|\n");
         } else {
             if let Some(rate) = r.constant_rate_rps {
                 let _ = writeln!(
