@@ -184,6 +184,8 @@ pub(crate) struct RawBackend {
     pub max_queue: Option<S<i64>>,
     pub waiting_room: Option<S<String>>,
     pub check: Option<S<RawCheck>>,
+    pub slow_response: Option<S<Scalar>>,
+    pub panic_below: Option<S<i64>>,
     #[serde(default)]
     pub server: Vec<S<RawServer>>,
     pub timeout_connect: Option<S<Scalar>>,
@@ -225,6 +227,7 @@ pub(crate) struct RawCheck {
     pub timeout: Option<S<Scalar>>,
     pub observe_errors: Option<S<i64>>,
     pub slowstart: Option<S<Scalar>>,
+    pub live_traffic: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

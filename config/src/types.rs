@@ -199,6 +199,14 @@ pub struct Backend {
     /// An HTML page; `None` means the built-in page.
     pub waiting_room: Option<LoadedFile>,
     pub check: Option<Check>,
+    /// Roundrobin only (leastconn does it unasked): a server whose recent median response
+    /// time is above this, and well above the other servers', gets fewer new clients.
+    /// Default none.
+    pub slow_response: Option<Duration>,
+    /// Panic threshold, percent (1 to 100): while fewer than that share of the non-backup
+    /// servers are UP, every server that accepts connections takes new clients, DOWN or
+    /// not. Default none (off).
+    pub panic_below: Option<u32>,
     /// At least one.
     pub servers: Vec<Server>,
     pub timeouts: Timeouts,
@@ -264,6 +272,12 @@ pub struct Check {
     /// A server that comes back UP ramps its weight from 1 to its own over this time.
     /// Default none.
     pub slowstart: Option<Duration>,
+    /// A check that fails by timing out does not count towards `fall` while the cores
+    /// have relayed successful responses (status below 500) from the server within the
+    /// last `interval x fall` and no connection to it failed in that time: a node slow
+    /// under load is not a dead one. Refusals, resets, a wrong status or a missing
+    /// `expect_string` still count at once. Default true.
+    pub live_traffic: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1561,6 +1561,21 @@ fn validate_backend(b: &S<RawBackend>, label: &str, defaults: &Timeouts, cx: &mu
     }
 
     let timeouts = cx.timeouts(&rb.timeouts(), defaults, label);
+    let slow_response = rb
+        .slow_response
+        .as_ref()
+        .and_then(|v| cx.duration(v, label, "slow_response", "2s"));
+    let panic_below = rb.panic_below.as_ref().and_then(|v| {
+        cx.int(
+            v,
+            label,
+            "panic_below",
+            1,
+            100,
+            "write panic_below = 50 (percent of the non-backup servers UP), or leave it out",
+        )
+        .map(|n| n as u32)
+    });
     Backend {
         name,
         balance,
@@ -1570,6 +1585,8 @@ fn validate_backend(b: &S<RawBackend>, label: &str, defaults: &Timeouts, cx: &mu
         max_queue,
         waiting_room,
         check,
+        slow_response,
+        panic_below,
         servers,
         timeouts,
     }
@@ -2033,5 +2050,6 @@ fn validate_check(c: &S<RawCheck>, label: &str, cx: &mut Ctx) -> Option<Check> {
         timeout,
         observe_errors: observe_errors.unwrap_or(10) as u32,
         slowstart,
+        live_traffic: rc.live_traffic.as_ref().is_none_or(|v| *v.get_ref()),
     })
 }

@@ -204,6 +204,7 @@ fn reference_example_loads_without_warnings() {
             timeout: Duration::from_secs(2),
             observe_errors: 10,
             slowstart: None,
+            live_traffic: true,
         })
     );
     let names: Vec<_> = b

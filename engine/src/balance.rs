@@ -113,9 +113,9 @@ pub fn pick_leastconn(servers: &[Candidate], rr: &mut RoundRobin) -> Option<usiz
         if s.backup != backup || !s.eligible() {
             continue;
         }
-        // Compare active/weight without division: scale by the other weights' product is
-        // overkill; 2^16 fixed point is plenty for weights up to 256.
-        let load = ((s.active as u64 + 1) << 16) / s.weight as u64;
+        // Compare active/weight in fixed point: 2^32 is plenty for weights up to 256,000
+        // (256 in thousandths, see crate::live).
+        let load = ((s.active as u64 + 1) << 32) / s.weight as u64;
         match best {
             Some((_, l)) if l <= load => {}
             _ => best = Some((i, load)),

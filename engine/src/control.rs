@@ -64,6 +64,8 @@ pub struct ServerReport {
     pub total: u64,
     pub failures: u64,
     pub responses_5xx: u64,
+    /// Responses below 500.
+    pub ok_responses: u64,
     pub queued: u32,
     /// Response times in microseconds.
     pub hist: Histogram<u64>,
@@ -103,6 +105,8 @@ pub struct BackendView {
     pub queued: u64,
     pub queue_p50_ms: f64,
     pub queue_p99_ms: f64,
+    /// Below `panic_below`: every server that accepts connections takes new clients.
+    pub panic: bool,
     pub servers: Vec<ServerView>,
 }
 
@@ -121,6 +125,10 @@ pub struct ServerView {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub check: Option<CheckView>,
+    /// Check timeouts not counted because live traffic showed the server alive.
+    pub checks_vetoed: u64,
+    /// Slow (well above the others' response times): gets fewer new clients.
+    pub slow: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -147,6 +155,8 @@ struct State {
     /// When a server last came back up (slowstart).
     up_since: Vec<Option<Instant>>,
     reports: Vec<Option<CoreReport>>,
+    /// What live traffic says about each server (see [`crate::live`]).
+    live: crate::live::Live,
     published: States,
     out: Arc<std::sync::Mutex<Arc<States>>>,
 }
@@ -174,6 +184,7 @@ impl State {
             passive: vec![VecDeque::new(); n],
             up_since: vec![None; n],
             reports: vec![None; cores],
+            live: crate::live::Live::new(n),
             published,
             out,
         }
@@ -185,13 +196,18 @@ impl State {
         let n = self.snap.servers.len();
         let mut health = vec![Tracker::default(); n];
         let mut admin = vec![AdminState::Ready; n];
+        let mut live = crate::live::Live::new(n);
         for (i, s) in self.snap.servers.iter().enumerate() {
             let key = format!("{}/{}", self.snap.backends[s.backend].name, s.name);
             if let Some(j) = old.find_server(&key) {
                 health[i] = self.health[j].clone();
                 admin[i] = self.admin[j];
+                if let Some(l) = self.live.servers.get(j) {
+                    live.servers[i] = l.clone();
+                }
             }
         }
+        self.live = live;
         self.health = health;
         self.admin = admin;
         self.weight = self.snap.servers.iter().map(|s| s.weight).collect();
@@ -228,6 +244,8 @@ impl State {
                     AdminState::Ready => ServerState::Up,
                 };
                 let mut weight = self.weight[i];
+                // Slow: a smaller share of new clients (see crate::live).
+                let share = self.live.servers.get(i).map_or(1000, |l| l.share);
                 if let (Some(ss), Some(since)) = (self.slowstart(i), self.up_since[i]) {
                     let el = since.elapsed();
                     if el < ss && weight > 0 {
@@ -235,12 +253,90 @@ impl State {
                         weight = ((weight as f64 * frac).ceil() as u32).max(1);
                     }
                 }
-                ServerStatus { state, weight }
+                ServerStatus {
+                    state,
+                    weight,
+                    share,
+                }
+            })
+            .collect();
+        let panic = self
+            .snap
+            .backends
+            .iter()
+            .map(|b| {
+                let primaries =
+                    (b.first..b.first + b.count).filter(|&i| !self.snap.servers[i].backup);
+                let (mut up, mut total) = (0, 0);
+                for i in primaries {
+                    total += 1;
+                    if self.health[i].up && self.admin[i] != AdminState::Maint {
+                        up += 1;
+                    }
+                }
+                crate::live::in_panic(up, total, b.cfg.panic_below)
             })
             .collect();
         States {
             generation: self.snap.generation,
             servers,
+            panic,
+        }
+    }
+
+    /// A core's report: its counters for the stats, and what its traffic says about each
+    /// server (a slow one's share of new clients may change).
+    fn report(&mut self, r: CoreReport) {
+        let c = r.core;
+        if c >= self.reports.len() {
+            return;
+        }
+        let now = Instant::now();
+        if r.generation == self.snap.generation {
+            self.live.on_report(self.reports[c].as_ref(), &r, now);
+        }
+        self.reports[c] = Some(r);
+        self.update_shares(now);
+    }
+
+    /// Recomputes each slow server's share of new clients (leastconn always; roundrobin
+    /// with `slow_response`); logs each change once.
+    fn update_shares(&mut self, now: Instant) {
+        let mut changed = false;
+        for b in &self.snap.backends {
+            let threshold = match (b.balance, b.cfg.slow_response) {
+                (config::Balance::LeastConn, t) => t,
+                (config::Balance::RoundRobin, Some(t)) => Some(t),
+                (config::Balance::RoundRobin, None) => continue,
+            };
+            let range = b.first..b.first + b.count;
+            let p50: Vec<Option<u64>> = range
+                .clone()
+                .map(|i| {
+                    let usable = self.health[i].up && self.admin[i] != AdminState::Maint;
+                    usable.then(|| self.live.recent_p50(i, now)).flatten()
+                })
+                .collect();
+            let shares = crate::live::shed_factors(&p50, threshold.map(|t| t.as_micros() as u64));
+            for (k, i) in range.enumerate() {
+                let old = self.live.servers[i].share;
+                let usable = self.health[i].up && self.admin[i] != AdminState::Maint;
+                if old == shares[k] || (p50[k].is_none() && usable) {
+                    // Not enough answers to judge again: a slow server stays slow.
+                    continue;
+                }
+                changed = true;
+                self.live.servers[i].share = shares[k];
+                let ms = p50[k].unwrap_or(0) as f64 / 1000.0;
+                if shares[k] < 1000 && old == 1000 {
+                    tracing::warn!(server = %self.name(i), "server is slow (median {ms:.0} ms, well above the others'): it gets {}% of its share of new clients; sticky clients stay", shares[k] / 10);
+                } else if shares[k] == 1000 {
+                    tracing::info!(server = %self.name(i), "server no longer slow (median {ms:.0} ms): its full share of new clients again");
+                }
+            }
+        }
+        if changed {
+            self.publish();
         }
     }
 
@@ -249,6 +345,14 @@ impl State {
         let states = self.compute();
         if states == self.published {
             return;
+        }
+        for (b, (&now, &before)) in states.panic.iter().zip(&self.published.panic).enumerate() {
+            let be = &self.snap.backends[b];
+            if now && !before {
+                tracing::warn!(backend = %be.name, "panic: fewer than {}% of the servers are UP; every server that accepts connections takes new clients, DOWN or not", be.cfg.panic_below.unwrap_or(0));
+            } else if before && !now {
+                tracing::info!(backend = %be.name, "panic over: enough servers are UP again");
+            }
         }
         self.published = states.clone();
         let states = Arc::new(states);
@@ -265,7 +369,30 @@ impl State {
         format!("{}/{}", self.snap.backends[s.backend].name, s.name)
     }
 
+    /// A probe that timed out while live traffic shows the server alive is not counted
+    /// (`check.live_traffic`): logged once until the server changes state.
+    fn vetoes(&mut self, i: usize, r: &Result<u16, ProbeFail>, check: &config::Check) -> bool {
+        let timed_out = matches!(r, Err(ProbeFail::Timeout));
+        let window = check.interval.saturating_mul(check.fall.max(1));
+        if !(check.live_traffic && timed_out && self.live.says_up(i, window, Instant::now())) {
+            return false;
+        }
+        let tr = &mut self.health[i];
+        tr.last = Some(Err(ProbeFail::Timeout));
+        tr.last_at = Some(SystemTime::now());
+        let name = self.name(i);
+        let l = &mut self.live.servers[i];
+        l.vetoed += 1;
+        if !std::mem::replace(&mut l.veto_said, true) {
+            tracing::warn!(server = %name, "check timed out, not counted: the cores relayed answers from the server within the last {}s and no connection to it failed (slow under load, not dead); said once until the server changes state", window.as_secs());
+        }
+        true
+    }
+
     fn on_change(&mut self, i: usize, up: bool, reason: &str) {
+        if let Some(l) = self.live.servers.get_mut(i) {
+            l.veto_said = false;
+        }
         if up {
             tracing::info!(server = %self.name(i), "server is UP: {reason}");
             self.up_since[i] = Some(Instant::now());
@@ -279,6 +406,9 @@ impl State {
     fn passive(&mut self, generation: u64, i: usize, kind: PassiveKind) {
         if generation != self.snap.generation || i >= self.snap.servers.len() {
             return;
+        }
+        if kind == PassiveKind::ConnectFailed {
+            self.live.on_failure(i, Instant::now());
         }
         let be = &self.snap.backends[self.snap.servers[i].backend];
         let limit = be.observe_errors;
@@ -378,12 +508,21 @@ impl State {
 
     fn show_servers(&self) -> String {
         let v = self.view();
-        let mut out = String::from("# backend/server address state weight active queued total\n");
+        let mut out =
+            String::from("# backend/server address state weight active queued total vetoed\n");
         for b in &v.backends {
             for s in &b.servers {
                 out.push_str(&format!(
-                    "{}/{} {} {} {} {} {} {}\n",
-                    b.name, s.name, s.address, s.state, s.weight, s.active, s.queued, s.total
+                    "{}/{} {} {} {} {} {} {} {}\n",
+                    b.name,
+                    s.name,
+                    s.address,
+                    s.state,
+                    s.weight,
+                    s.active,
+                    s.queued,
+                    s.total,
+                    s.checks_vetoed
                 ));
             }
         }
@@ -448,6 +587,7 @@ impl State {
                     .unwrap_or(ServerStatus {
                         state: ServerState::Up,
                         weight: s.weight,
+                        share: 1000,
                     });
                 let tr = &self.health[i];
                 let check = if b.cfg.check.is_some() && s.check_enabled {
@@ -484,6 +624,8 @@ impl State {
                     p50_ms: ms(&h, 50.0),
                     p99_ms: ms(&h, 99.0),
                     check,
+                    checks_vetoed: self.live.servers.get(i).map_or(0, |l| l.vetoed),
+                    slow: self.live.servers.get(i).is_some_and(|l| l.share < 1000),
                 });
             }
             backends.push(BackendView {
@@ -495,6 +637,7 @@ impl State {
                 queued: bq,
                 queue_p50_ms: ms(&qh, 50.0),
                 queue_p99_ms: ms(&qh, 99.0),
+                panic: self.published.panic.get(bi).copied().unwrap_or(false),
                 servers,
             });
         }
@@ -632,13 +775,7 @@ async fn run(state: State, rx: Receiver<ControlMsg>, endpoints: Endpoints) {
                     let ans = st.borrow_mut().admin(&line);
                     let _ = reply.send(ans);
                 }
-                ControlMsg::Report(r) => {
-                    let mut s = st.borrow_mut();
-                    let c = r.core;
-                    if c < s.reports.len() {
-                        s.reports[c] = Some(*r);
-                    }
-                }
+                ControlMsg::Report(r) => st.borrow_mut().report(*r),
                 ControlMsg::Passive {
                     generation,
                     server,
@@ -698,17 +835,21 @@ fn spawn_probes(st: &Rc<RefCell<State>>) {
                     if s.snap.generation != generation {
                         return;
                     }
-                    let reason = match &r {
-                        Ok(code) => format!("check passed, status {code}"),
-                        Err(e) => format!("check failed: {e}"),
-                    };
-                    if let Some(up) = s.health[i].record(r, check.rise, check.fall) {
-                        s.on_change(i, up, &reason);
-                    }
-                    if s.health[i].transitioning() {
-                        health::fast_interval(check.interval)
-                    } else {
+                    if s.vetoes(i, &r, &check) {
                         check.interval
+                    } else {
+                        let reason = match &r {
+                            Ok(code) => format!("check passed, status {code}"),
+                            Err(e) => format!("check failed: {e}"),
+                        };
+                        if let Some(up) = s.health[i].record(r, check.rise, check.fall) {
+                            s.on_change(i, up, &reason);
+                        }
+                        if s.health[i].transitioning() {
+                            health::fast_interval(check.interval)
+                        } else {
+                            check.interval
+                        }
                     }
                 };
                 monoio::time::sleep(pace).await;

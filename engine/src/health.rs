@@ -306,6 +306,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             observe_errors: 10,
             slowstart: None,
+            live_traffic: true,
         };
         let r = String::from_utf8(request_bytes(&c, "127.0.0.1:1".parse().unwrap())).unwrap();
         assert!(r.starts_with("GET /login/index.php HTTP/1.1\r\nHost: moodle.example.edu\r\n"));

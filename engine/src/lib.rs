@@ -18,6 +18,8 @@
 //! - [`control`]: the one health-check thread: probes, passive reports, admin commands,
 //!   publishing [`snapshot::States`] to the cores, merging their counters.
 //! - [`health`]: one HTTP probe and the rise/fall state machine.
+//! - [`live`]: what the cores' traffic says of each server (check timeouts vetoed, slow
+//!   servers shed, panic), for the health-check thread.
 //! - [`admin`]: the admin socket (a Unix socket, one command per line).
 //! - [`stats`]: the stats endpoint: HTML, /stats.json, /metrics.
 //! - [`tls`]: rustls server configuration and SNI certificate selection.
@@ -32,6 +34,7 @@ pub mod demo;
 pub mod health;
 pub mod http;
 pub mod idle;
+pub mod live;
 pub mod log;
 pub mod park;
 pub mod persist;

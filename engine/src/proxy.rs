@@ -1609,15 +1609,24 @@ fn candidate(
         .unwrap_or(crate::snapshot::ServerStatus {
             state: crate::balance::ServerState::Up,
             weight: snap.servers[i].weight,
+            share: 1000,
         });
     let c = w.counter_get(snap.generation, i);
     let avoid = c.avoid_until.map(|u| Instant::now() < u).unwrap_or(false);
     let srv = &snap.servers[i];
+    // Panic (panic_below): a server DOWN by its checks still takes new clients.
+    let panic = states.panic.get(srv.backend).copied().unwrap_or(false);
+    let state = if panic && st.state == crate::balance::ServerState::Down {
+        crate::balance::ServerState::Up
+    } else {
+        st.state
+    };
     let full =
         srv.maxconn > 0 && srv.inflight.load(std::sync::atomic::Ordering::Relaxed) >= srv.maxconn;
     Candidate {
-        state: st.state,
-        weight: st.weight,
+        state,
+        // In thousandths: a slow server keeps `share` of its weight (crate::live).
+        weight: st.weight * st.share,
         backup: srv.backup,
         active: c.active,
         excluded: tried.contains(&i) || avoid,
@@ -1848,6 +1857,9 @@ async fn send_and_relay<S: ClientIo>(
     if head.status >= 500 {
         w.counter(snap.generation, sid, |c| c.responses_5xx += 1);
         w.passive(sid, crate::control::PassiveKind::Status5xx);
+    } else {
+        // Live traffic: the server answers (see crate::live).
+        w.counter(snap.generation, sid, |c| c.ok_responses += 1);
     }
 
     // The head for the client.

@@ -194,12 +194,17 @@ impl Snapshot {
 pub struct States {
     pub generation: u64,
     pub servers: Vec<ServerStatus>,
+    /// Per backend: in panic (`panic_below`): DOWN servers take new clients too.
+    pub panic: Vec<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerStatus {
     pub state: ServerState,
     pub weight: u32,
+    /// The share of its weight a slow server keeps for new clients, permille (1000: all;
+    /// see [`crate::live`]).
+    pub share: u32,
 }
 
 impl States {
@@ -212,8 +217,10 @@ impl States {
                 .map(|s| ServerStatus {
                     state: ServerState::Up,
                     weight: s.weight,
+                    share: 1000,
                 })
                 .collect(),
+            panic: vec![false; snap.backends.len()],
         }
     }
 }

@@ -221,22 +221,36 @@ th {{ background: #f2f2f2; }} td.l, th.l {{ text-align: left; }}
     for b in &v.backends {
         let _ = write!(
             h,
-            "<h2>backend {}</h2>\n<p class=\"meta\">{} &middot; {} queued &middot; queue wait p50 {} ms, p99 {} ms</p>\n<table class=\"servers\" data-backend=\"{}\">\n<tr><th class=\"l\">server</th><th class=\"l\">address</th><th class=\"l\">state</th><th>weight</th><th>active</th><th>queued</th><th>total</th><th>5xx</th><th>conn. failures</th><th>p50 ms</th><th>p99 ms</th><th class=\"l\">last check</th></tr>\n",
+            "<h2>backend {}</h2>\n<p class=\"meta\">{} &middot; {} queued &middot; queue wait p50 {} ms, p99 {} ms{}</p>\n<table class=\"servers\" data-backend=\"{}\">\n<tr><th class=\"l\">server</th><th class=\"l\">address</th><th class=\"l\">state</th><th>weight</th><th>active</th><th>queued</th><th>total</th><th>5xx</th><th>conn. failures</th><th>p50 ms</th><th>p99 ms</th><th class=\"l\">last check</th></tr>\n",
             esc(&b.name),
             esc(&b.balance),
             b.queued,
             b.queue_p50_ms,
             b.queue_p99_ms,
+            if b.panic {
+                " &middot; <b>PANIC</b>: below panic_below, every server that accepts connections takes new clients"
+            } else {
+                ""
+            },
             esc(&b.name)
         );
         for s in &b.servers {
-            let check = match &s.check {
+            let mut check = match &s.check {
                 None => "no check".to_string(),
                 Some(c) => match c.seconds_ago {
                     Some(a) => format!("{} ({a}s ago)", c.result),
                     None => c.result.clone(),
                 },
             };
+            if s.checks_vetoed > 0 {
+                check.push_str(&format!(
+                    "; {} timeouts not counted (live traffic)",
+                    s.checks_vetoed
+                ));
+            }
+            if s.slow {
+                check.push_str("; slow: fewer new clients");
+            }
             let _ = writeln!(
                 h,
                 "<tr class=\"server\"><td class=\"l\">{}{}</td><td class=\"l\">{}</td><td class=\"l\"><span class=\"state {}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
@@ -307,8 +321,29 @@ pub fn render_metrics(v: &StatsView) -> String {
             b.queued
         );
     }
+    let _ = writeln!(m, "# HELP engine_backend_panic 1 while the backend is below panic_below.\n# TYPE engine_backend_panic gauge");
+    for b in &v.backends {
+        let _ = writeln!(
+            m,
+            "engine_backend_panic{{backend=\"{}\"}} {}",
+            label(&b.name),
+            b.panic as u8
+        );
+    }
     type Getter = fn(&crate::control::ServerView) -> String;
-    let series: [(&str, &str, &str, Getter); 9] = [
+    let series: [(&str, &str, &str, Getter); 11] = [
+        (
+            "engine_server_check_timeouts_vetoed_total",
+            "counter",
+            "Check timeouts not counted: live traffic showed the server alive.",
+            |s| s.checks_vetoed.to_string(),
+        ),
+        (
+            "engine_server_slow",
+            "gauge",
+            "1 while the server is slow and gets fewer new clients.",
+            |s| (s.slow as u8).to_string(),
+        ),
         (
             "engine_server_up",
             "gauge",

@@ -153,6 +153,8 @@ pub struct ServerCounters {
     pub total: u64,
     pub failures: u64,
     pub responses_5xx: u64,
+    /// Responses with a status below 500 (live traffic, for the health checks).
+    pub ok_responses: u64,
     /// Requests of this core waiting for a slot on this server (sticky clients).
     pub queued: u32,
     /// Passive health: this core avoids the server until then (after a connect failure).
@@ -254,6 +256,8 @@ pub struct Worker {
     pub counters: RefCell<Vec<ServerCounters>>,
     /// Client connections on this core.
     pub conns: Cell<usize>,
+    /// Accept loops running (each holds its listener until it ends).
+    accepting: Cell<usize>,
     pub stopping: Cell<bool>,
     pub tls: RefCell<Vec<Option<monoio_rustls::TlsAcceptor>>>,
     pub driver: DriverKind,
@@ -308,6 +312,7 @@ impl Worker {
             rr: RefCell::new(Vec::new()),
             counters: RefCell::new(Vec::new()),
             conns: Cell::new(0),
+            accepting: Cell::new(0),
             stopping: Cell::new(false),
             tls: RefCell::new(Vec::new()),
             driver,
@@ -612,6 +617,7 @@ impl Worker {
                 total: c.total,
                 failures: c.failures,
                 responses_5xx: c.responses_5xx,
+                ok_responses: c.ok_responses,
                 queued: c.queued,
                 hist: h.clone(),
             })
@@ -676,16 +682,23 @@ pub async fn run(w: Rc<Worker>, listeners: Vec<(usize, std::net::TcpListener)>, 
             }
         }
     }
+    // The accept loops end (and close their listeners) before the runtime does: a task
+    // left pending would keep its listener open for the life of the process.
+    let until = Instant::now() + Duration::from_secs(1);
+    while w.accepting.get() > 0 && Instant::now() < until {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
     w.log.borrow_mut().flush();
     w.report();
 }
 
 async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
+    // Woken by a graceful stop (the sweep ends every idle wait then).
+    let stop = w.idle.register(u64::MAX);
+    w.accepting.set(w.accepting.get() + 1);
     loop {
         if w.stopping.get() {
-            // Stop accepting; the listener stays open until the process exits so that
-            // queued connections are not reset early.
-            std::future::pending::<()>().await;
+            break;
         }
         // global.maxconn: leave connections in the kernel's queue while at the limit.
         let max = w.shared.maxconn.load(Ordering::Relaxed);
@@ -693,7 +706,12 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
             monoio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
-        match l.accept().await {
+        let accepted = monoio::select! {
+            r = l.accept() => Some(r),
+            _ = w.idle.woken(stop) => None,
+        };
+        let Some(accepted) = accepted else { break };
+        match accepted {
             Ok((stream, peer)) => {
                 // Another core may have taken the last slot between the check above and
                 // this accept: then this connection waits here for one (the client sees
@@ -719,6 +737,11 @@ async fn accept_loop(w: Rc<Worker>, fe: usize, l: TcpListener) {
             }
         }
     }
+    w.idle.remove(stop);
+    w.accepting.set(w.accepting.get() - 1);
+    // Stopped: the listener closes here, so that new connections are refused at once
+    // (a client can go elsewhere) rather than queued and reset at exit. A process that
+    // took the sockets over holds copies of its own.
 }
 
 /// Takes one of `global.maxconn`'s slots (all cores together) if one is free.

@@ -84,8 +84,8 @@ impl Admin {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 assert_eq!(
                     f.len(),
-                    7,
-                    "`backend/server address state weight active queued total`: {l:?}"
+                    8,
+                    "`backend/server address state weight active queued total vetoed`: {l:?}"
                 );
                 let n = |i: usize| -> u64 {
                     f[i].parse()

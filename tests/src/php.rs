@@ -27,6 +27,11 @@ pub struct PhpNode {
 
 impl PhpNode {
     pub fn start(name: &str) -> PhpNode {
+        PhpNode::start_with(name, 2)
+    }
+
+    /// A node with `workers` PHP worker processes (a slow page holds one).
+    pub fn start_with(name: &str, workers: usize) -> PhpNode {
         let dir = tmpdir(&format!("php-{name}"));
         let sessions = dir.join("sessions");
         std::fs::create_dir_all(&sessions).unwrap();
@@ -55,7 +60,7 @@ impl PhpNode {
             .arg(workspace().join("tools/php"))
             .env("MOODLE_NODE", name)
             .env("MOODLE_DATA", &dir)
-            .env("PHP_CLI_SERVER_WORKERS", "2")
+            .env("PHP_CLI_SERVER_WORKERS", workers.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -106,6 +111,26 @@ impl PhpNode {
             .filter_map(|l| l.split_once('\t'))
             .map(|(u, a)| (u.to_string(), a.to_string()))
             .collect()
+    }
+
+    /// Switches a behaviour of tools/php/health.php or lib.php (`health-slow-ms`,
+    /// `health-status`, `fail-all`) on with `value`, or off with `None`.
+    pub fn set(&self, switch: &str, value: Option<&str>) {
+        let f = self.dir.join(switch);
+        match value {
+            Some(v) => std::fs::write(f, v).expect("write the switch"),
+            None => {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+
+    /// Kills the node outright (SIGKILL to its process group).
+    pub fn kill(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: a signal to the process group this node's child leads.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
     }
 
     pub fn sessions(&self) -> usize {

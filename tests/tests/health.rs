@@ -318,7 +318,7 @@ fn servers(r: &Running) -> HashMap<String, (String, u32)> {
         .filter(|l| !l.is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(f.len(), 7, "show servers line: {l:?}");
+            assert_eq!(f.len(), 8, "show servers line: {l:?}");
             (
                 f[0].to_string(),
                 (f[2].to_string(), f[3].parse().expect("weight")),

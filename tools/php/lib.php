@@ -54,3 +54,7 @@ function text(int $status, string $body): never
 }
 
 header('X-Node: ' . node());
+// A node that answers 500 to everything (the tests switch it with a file).
+if (file_exists(data_dir() . '/fail-all')) {
+    text(500, "error on " . node() . "\n");
+}
