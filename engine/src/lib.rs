@@ -1,53 +1,46 @@
 //! engine: a thread-per-core HTTP/1.1 load balancer for Moodle on io_uring.
 //!
-//! Map of the crate:
-//! - [`runtime`]: [`start`] binds every listener (SO_REUSEPORT, one per core and address),
-//!   spawns the pinned worker threads, each with its own monoio runtime, and returns a
-//!   [`Running`] handle (addresses, reload, graceful stop).
-//! - [`worker`]: one core's state: pools, buffers, splice pipes, counters, the periodic
-//!   sweep.
-//! - [`proxy`]: the request path, by phases (read head, route, connect, send, relay, log).
-//! - [`http`]: sans-io HTTP/1.x heads and chunked coding.
+//! Map of the crate, from the top down (each layer uses only the ones below it):
+//! - [`runtime`]: [`start`] binds every listener (SO_REUSEPORT, one per core and
+//!   address), spawns the pinned worker threads, each with its own monoio runtime, and
+//!   the health-check thread, and returns a [`Running`] handle (addresses, reload,
+//!   graceful stop). It hands each core the request path ([`core::Serve`]).
+//! - [`proxy`]: the request path, one file per phase: a client connection's life, read
+//!   head, route, the exchange with its retries, the heads rewritten, the upstream
+//!   (selection, slots, queue, connect), the relay of bodies, the outcome and its log.
+//! - [`control`]: the one health-check thread: probes, live traffic, admin commands and
+//!   socket, the stats endpoint; publishes [`snapshot::States`] to the cores.
+//! - [`core`]: one core's state and life: buffers, pools, queue, counters, the idle set,
+//!   the park of idle connections, the sweep and the accept loops. It knows no HTTP.
+//! - [`shared`]: what cores, the health-check thread and the runtime share: the
+//!   atomics, the tick, the messages between them, the stats data.
+//! - [`snapshot`] (and [`ids`]): the immutable configuration and server states that
+//!   reach the cores, and the typed ids that index them.
+//! - [`http`]: sans-io HTTP/1.x heads, the chunked coding, normalised paths.
 //! - [`balance`]: server selection, a pure function of a state snapshot.
-//! - [`persist`]: cookie persistence, sans-io.
-//! - [`snapshot`]: the immutable config and state snapshots that reach the cores.
-//! - [`idle`]: buffer-less idle keep-alive waits, expired by the sweep.
-//! - [`park`]: plain-TCP connections idle past their hold, out of any task, in the
-//!   core's epoll set.
+//! - [`persist`]: persistence cookies, sans-io.
 //! - [`log`]: the access log, buffered per core.
-//! - [`control`]: the one health-check thread: probes, passive reports, admin commands,
-//!   publishing [`snapshot::States`] to the cores, merging their counters.
-//! - [`health`]: one HTTP probe and the rise/fall state machine.
-//! - [`live`]: what the cores' traffic says of each server (check timeouts vetoed, slow
-//!   servers shed, panic), for the health-check thread.
-//! - [`admin`]: the admin socket (a Unix socket, one command per line).
-//! - [`stats`]: the stats endpoint: HTML, /stats.json, /metrics.
 //! - [`tls`]: rustls server configuration and SNI certificate selection.
-//! - [`cli`]: the command line (`main` only calls it).
-//! - [`demo`]: `engine demo`.
+//! - [`cli`]: the command line (`main` only calls it); [`demo`]: `engine demo`.
 
-pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod control;
+pub mod core;
 pub mod demo;
-pub mod health;
 pub mod http;
-pub mod idle;
-pub mod live;
+pub mod ids;
 pub mod log;
-pub mod park;
 pub mod persist;
 pub mod proxy;
 pub mod runtime;
+pub mod shared;
 pub mod snapshot;
-pub mod stats;
 pub mod tls;
-pub mod worker;
 
 pub use config;
 pub use runtime::{start, DriverChoice, Options, Running};
-pub use worker::DriverKind;
+pub use shared::DriverKind;
 
 /// Errors from starting or reloading the engine.
 #[derive(Debug, thiserror::Error)]

@@ -11,12 +11,13 @@ use config::{Balance, Config, Cookie};
 
 use crate::balance::ServerState;
 use crate::http::HeadLimits;
+use crate::ids::{BackendId, FrontendId, ServerId};
 
 /// A frontend, ready for the request path.
 #[derive(Debug)]
 pub struct FrontendRt {
     pub name: String,
-    pub backend: Option<usize>,
+    pub backend: Option<BackendId>,
     pub cfg: config::Frontend,
     /// `set_headers` names lower-cased, for matching what the client sent.
     pub set_names_lc: Vec<Vec<u8>>,
@@ -51,7 +52,7 @@ pub struct BackendRt {
 
 #[derive(Debug)]
 pub struct ServerRt {
-    pub backend: usize,
+    pub backend: BackendId,
     pub name: String,
     pub addr: SocketAddr,
     pub cookie: String,
@@ -67,6 +68,21 @@ pub struct ServerRt {
 }
 
 impl BackendRt {
+    /// This backend's servers, in order.
+    pub fn servers(&self) -> impl Iterator<Item = ServerId> + Clone {
+        (self.first..self.first + self.count).map(ServerId::at)
+    }
+
+    /// The position of `s` among this backend's servers (for its balancing state).
+    pub fn rank(&self, s: ServerId) -> usize {
+        s.index() - self.first
+    }
+
+    /// The server at `rank` among this backend's servers.
+    pub fn at_rank(&self, rank: usize) -> ServerId {
+        ServerId::at(self.first + rank)
+    }
+
     /// What a client gets when no server can take its request: the errorfile as it is,
     /// else the built-in page.
     pub fn response_503(&self) -> Vec<u8> {
@@ -95,7 +111,7 @@ impl Snapshot {
             let first = servers.len();
             for s in &b.servers {
                 servers.push(ServerRt {
-                    backend: bi,
+                    backend: BackendId::at(bi),
                     name: s.name.clone(),
                     addr: s.address,
                     cookie: s.cookie.clone(),
@@ -157,7 +173,7 @@ impl Snapshot {
             };
             frontends.push(FrontendRt {
                 name: f.name.clone(),
-                backend: f.backend,
+                backend: f.backend.map(BackendId::at),
                 cfg: f.clone(),
                 set_names_lc,
                 set_lines,
@@ -181,11 +197,51 @@ impl Snapshot {
     }
 
     /// Finds a server by `backend/server`.
-    pub fn find_server(&self, name: &str) -> Option<usize> {
+    pub fn find_server(&self, name: &str) -> Option<ServerId> {
         let (b, s) = name.split_once('/')?;
-        let bi = self.backends.iter().position(|x| x.name == b)?;
-        let be = &self.backends[bi];
-        (be.first..be.first + be.count).find(|&i| self.servers[i].name == s)
+        let be = self.backends.iter().find(|x| x.name == b)?;
+        be.servers().find(|&i| self.server(i).name == s)
+    }
+
+    #[inline]
+    pub fn frontend(&self, id: FrontendId) -> &FrontendRt {
+        &self.frontends[id.index()]
+    }
+
+    #[inline]
+    pub fn backend(&self, id: BackendId) -> &BackendRt {
+        &self.backends[id.index()]
+    }
+
+    #[inline]
+    pub fn server(&self, id: ServerId) -> &ServerRt {
+        &self.servers[id.index()]
+    }
+
+    /// The frontend at position `i` of the configuration, if there is one.
+    pub fn frontend_id(&self, i: usize) -> Option<FrontendId> {
+        (i < self.frontends.len()).then(|| FrontendId::at(i))
+    }
+
+    /// Every server, in order.
+    pub fn server_ids(&self) -> impl Iterator<Item = ServerId> {
+        (0..self.servers.len()).map(ServerId::at)
+    }
+
+    /// Every backend, in order.
+    pub fn backend_ids(&self) -> impl Iterator<Item = BackendId> {
+        (0..self.backends.len()).map(BackendId::at)
+    }
+}
+
+impl States {
+    /// The state of server `s`, when it is of this generation.
+    pub fn of(&self, s: ServerId) -> Option<ServerStatus> {
+        self.servers.get(s.index()).copied()
+    }
+
+    pub fn in_panic(&self, b: BackendId) -> bool {
+        self.panic.get(b.index()).copied().unwrap_or(false)
     }
 }
 

@@ -57,9 +57,6 @@ pub struct ChunkedDecoder {
     line: Vec<u8>,
     /// Total data bytes so far.
     pub total: u64,
-    /// Set by the caller: bytes followed the end of the body in the same input (the
-    /// connection must not be reused).
-    pub overrun: bool,
 }
 
 const MAX_LINE: usize = 4096;
@@ -77,7 +74,6 @@ impl ChunkedDecoder {
             remaining: 0,
             line: Vec::new(),
             total: 0,
-            overrun: false,
         }
     }
 

@@ -55,21 +55,16 @@ pub fn snapshot(i: usize) -> &'static Snapshot {
 pub fn forwarded(buf: &[u8], req: &RequestHead, i: usize) -> Vec<u8> {
     let snap = snapshot(i);
     let fe = &snap.frontends[0];
-    let be = &snap.backends[fe.backend.expect("frontend has a backend")];
+    let be = snap.backend(fe.backend.expect("frontend has a backend"));
     let srv = &snap.servers[be.first];
     let mut out = Vec::new();
-    let mut turn = None;
-    let drop_underscore = snap.cfg.limits.drop_underscore_headers;
-    engine::proxy::build_request_head(
-        buf,
-        req,
+    let rw = engine::proxy::RequestRewrite {
         fe,
-        Some(be),
-        PEER,
-        drop_underscore,
-        &mut out,
-        &mut turn,
-    );
+        be: Some(be),
+        xff: PEER,
+        drop_underscore: snap.cfg.limits.drop_underscore_headers,
+    };
+    rw.head(buf, req, &mut out);
     let need_host = req.host.is_none().then_some(srv.host_header.as_str());
     engine::proxy::finish_head(&mut out, need_host);
     out
@@ -78,7 +73,7 @@ pub fn forwarded(buf: &[u8], req: &RequestHead, i: usize) -> Vec<u8> {
 /// The server address written as Host for an HTTP/1.0 request without one.
 pub fn server_host(i: usize) -> String {
     let snap = snapshot(i);
-    let be = &snap.backends[snap.frontends[0].backend.unwrap()];
+    let be = snap.backend(snap.frontends[0].backend.unwrap());
     snap.servers[be.first].host_header.clone()
 }
 

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use monoio::io::{CancelHandle, Canceller};
 
-/// Sweep ticks ([`crate::worker::TICK`]) in `d`, rounded up, at least one.
+/// Sweep ticks ([`crate::shared::TICK`]) in `d`, rounded up, at least one.
 pub fn ticks_for(d: Duration) -> u64 {
     (d.as_millis() as u64)
-        .div_ceil(crate::worker::TICK.as_millis() as u64)
+        .div_ceil(crate::shared::TICK.as_millis() as u64)
         .max(1)
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::control::CoreReport;
+use crate::shared::msg::CoreReport;
 
 /// How far back the response times go.
 pub const WINDOW: Duration = Duration::from_secs(5);
@@ -124,7 +124,7 @@ impl Live {
         } else {
             MIN_SAMPLES
         };
-        let mut h = crate::control::new_hist();
+        let mut h = crate::shared::msg::new_hist();
         for (t, d) in &s.recent {
             if now.duration_since(*t) <= WINDOW {
                 let _ = h.add(d);

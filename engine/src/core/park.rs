@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use monoio::net::TcpStream;
 
-use crate::worker::Worker;
+use super::Worker;
 
 /// A connection waiting in the park: 56 bytes. The stream is kept as its bare
 /// descriptor (monoio's stream, 80 bytes and a shared allocation, is made again when the
@@ -24,10 +24,10 @@ use crate::worker::Worker;
 pub struct Parked {
     pub fd: OwnedFd,
     pub peer: SocketAddr,
-    pub fe: u32,
+    pub fe: crate::ids::FrontendId,
     /// No request yet: expiry is a 408, not a quiet close.
     pub first: bool,
-    /// The tick ([`crate::idle::IdleSet::now`]) it was accepted at, for a 408's log.
+    /// The tick ([`super::idle::IdleSet::now`]) it was accepted at, for a 408's log.
     pub accepted_tick: u32,
     /// The tick at which it is closed.
     pub expire_at: u32,
@@ -222,10 +222,10 @@ pub async fn waiter(w: Rc<Worker>) {
     };
     loop {
         if watch.readable(false).await.is_err() {
-            monoio::time::sleep(crate::worker::TICK).await;
+            monoio::time::sleep(crate::shared::TICK).await;
         }
         for p in park.ready() {
-            crate::proxy::resume(w.clone(), p);
+            (w.serve.resume)(w.clone(), p);
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
-use crate::control::StatsView;
+use crate::shared::view::StatsView;
 
 /// Stats connections served at once.
 pub const MAX_CONNS: usize = 64;
@@ -330,7 +330,7 @@ pub fn render_metrics(v: &StatsView) -> String {
             b.panic as u8
         );
     }
-    type Getter = fn(&crate::control::ServerView) -> String;
+    type Getter = fn(&crate::shared::view::ServerView) -> String;
     let series: [(&str, &str, &str, Getter); 11] = [
         (
             "engine_server_check_timeouts_vetoed_total",

@@ -1,0 +1,110 @@
+//! The admin commands (a line of the admin socket, or [`crate::Running::admin`]).
+
+use std::sync::atomic::Ordering;
+
+use super::state::{AdminState, State};
+
+impl State {
+    pub(super) fn admin(&mut self, line: &str) -> String {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let find = |st: &State, name: &str| {
+            st.snap.find_server(name).ok_or_else(|| {
+                format!("error: no server {name:?} (write it as backend/server)\n\n")
+            })
+        };
+        let ok = "ok\n\n".to_string();
+        match words.as_slice() {
+            ["show", "servers"] => self.show_servers(),
+            ["show", "info"] => self.show_info(),
+            ["disable", "server", name] => match find(self, name).map(|s| s.index()) {
+                Ok(i) => {
+                    self.admin[i] = AdminState::Maint;
+                    self.publish();
+                    ok
+                }
+                Err(e) => e,
+            },
+            ["enable", "server", name] => match find(self, name).map(|s| s.index()) {
+                Ok(i) => {
+                    self.admin[i] = AdminState::Ready;
+                    self.publish();
+                    ok
+                }
+                Err(e) => e,
+            },
+            ["set", "server", name, "state", st] => {
+                let new = match *st {
+                    "ready" => AdminState::Ready,
+                    "drain" => AdminState::Drain,
+                    "maint" => AdminState::Maint,
+                    _ => return format!("error: unknown state {st:?}: use ready, drain or maint\n\n"),
+                };
+                match find(self, name).map(|s| s.index()) {
+                    Ok(i) => {
+                        self.admin[i] = new;
+                        self.publish();
+                        ok
+                    }
+                    Err(e) => e,
+                }
+            }
+            ["set", "weight", name, w] => {
+                let Ok(w) = w.parse::<u32>() else {
+                    return format!("error: weight {w:?} is not a number from 0 to 256\n\n");
+                };
+                if w > 256 {
+                    return format!("error: weight {w} is over 256\n\n");
+                }
+                match find(self, name).map(|s| s.index()) {
+                    Ok(i) => {
+                        self.weight[i] = w;
+                        self.publish();
+                        ok
+                    }
+                    Err(e) => e,
+                }
+            }
+            ["help"] => "commands: show servers | show info | disable server B/S | enable server B/S | set server B/S state ready|drain|maint | set weight B/S N\n\n".into(),
+            _ => format!("error: unknown command {:?}; try: help\n\n", line.trim()),
+        }
+    }
+
+    pub(super) fn show_servers(&self) -> String {
+        let v = self.view();
+        let mut out =
+            String::from("# backend/server address state weight active queued total vetoed\n");
+        for b in &v.backends {
+            for s in &b.servers {
+                out.push_str(&format!(
+                    "{}/{} {} {} {} {} {} {} {}\n",
+                    b.name,
+                    s.name,
+                    s.address,
+                    s.state,
+                    s.weight,
+                    s.active,
+                    s.queued,
+                    s.total,
+                    s.checks_vetoed
+                ));
+            }
+        }
+        out.push('\n');
+        out
+    }
+
+    pub(super) fn show_info(&self) -> String {
+        format!(
+            "version: {}\nuptime: {}s\ncores: {}\ndriver: {}\nconnections: {}\n\n",
+            env!("CARGO_PKG_VERSION"),
+            self.shared.started.elapsed().as_secs(),
+            self.shared.cores,
+            self.shared
+                .driver
+                .get()
+                .map(|d| d.as_str())
+                .unwrap_or("io_uring"),
+            self.shared.conns.load(Ordering::Relaxed)
+        )
+    }
+}

@@ -1,0 +1,148 @@
+//! The stats page's data: the cores' reports of this generation merged (their
+//! histograms included) with each server's published state and last check.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use hdrhistogram::Histogram;
+
+use super::health::ProbeFail;
+use super::state::State;
+use crate::balance::ServerState;
+use crate::shared::msg::{new_hist, CoreReport};
+use crate::shared::view::{BackendView, CheckView, FrontendView, ServerView, StatsView};
+use crate::snapshot::ServerStatus;
+
+impl State {
+    pub(super) fn view(&self) -> StatsView {
+        let snap = &self.snap;
+        let reports: Vec<&CoreReport> = self
+            .reports
+            .iter()
+            .flatten()
+            .filter(|r| r.generation == snap.generation)
+            .collect();
+        let mut backends = Vec::new();
+        for (bi, b) in snap.backends.iter().enumerate() {
+            let mut servers = Vec::new();
+            let mut qh = new_hist();
+            let mut bq = 0u64;
+            for r in &reports {
+                if let Some(h) = r.queue_wait.get(bi) {
+                    let _ = qh.add(h);
+                }
+                bq += r.queued.get(bi).copied().unwrap_or(0) as u64;
+            }
+            for i in b.first..b.first + b.count {
+                let s = &snap.servers[i];
+                let mut h = new_hist();
+                let (mut active, mut total, mut fails, mut e5, mut queued) =
+                    (0u64, 0u64, 0u64, 0u64, 0u64);
+                for r in &reports {
+                    if let Some(sr) = r.servers.get(i) {
+                        active += sr.active as u64;
+                        total += sr.total;
+                        fails += sr.failures;
+                        e5 += sr.responses_5xx;
+                        queued += sr.queued as u64;
+                        let _ = h.add(&sr.hist);
+                    }
+                }
+                let st = self
+                    .published
+                    .servers
+                    .get(i)
+                    .copied()
+                    .unwrap_or(ServerStatus {
+                        state: ServerState::Up,
+                        weight: s.weight,
+                        share: 1000,
+                    });
+                let tr = &self.health[i];
+                let check = if b.cfg.check.is_some() && s.check_enabled {
+                    Some(CheckView {
+                        result: match &tr.last {
+                            None => "not yet".into(),
+                            Some(Ok(code)) => format!("passed ({code})"),
+                            Some(Err(e)) => format!("failed: {e}"),
+                        },
+                        status: match &tr.last {
+                            Some(Ok(c)) => Some(*c),
+                            Some(Err(ProbeFail::Status(c))) => Some(*c),
+                            _ => None,
+                        },
+                        seconds_ago: tr
+                            .last_at
+                            .and_then(|t| SystemTime::now().duration_since(t).ok())
+                            .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
+                    })
+                } else {
+                    None
+                };
+                servers.push(ServerView {
+                    name: s.name.clone(),
+                    address: s.addr.to_string(),
+                    state: st.state.as_str().to_string(),
+                    weight: st.weight,
+                    backup: s.backup,
+                    active,
+                    queued,
+                    total,
+                    failures: fails,
+                    responses_5xx: e5,
+                    p50_ms: ms(&h, 50.0),
+                    p99_ms: ms(&h, 99.0),
+                    check,
+                    checks_vetoed: self.live.servers.get(i).map_or(0, |l| l.vetoed),
+                    slow: self.live.servers.get(i).is_some_and(|l| l.share < 1000),
+                });
+            }
+            backends.push(BackendView {
+                name: b.name.clone(),
+                balance: match b.balance {
+                    config::Balance::RoundRobin => "roundrobin".into(),
+                    config::Balance::LeastConn => "leastconn".into(),
+                },
+                queued: bq,
+                queue_p50_ms: ms(&qh, 50.0),
+                queue_p99_ms: ms(&qh, 99.0),
+                panic: self.published.panic.get(bi).copied().unwrap_or(false),
+                servers,
+            });
+        }
+        StatsView {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_seconds: self.shared.started.elapsed().as_secs(),
+            cores: self.shared.cores,
+            driver: self
+                .shared
+                .driver
+                .get()
+                .map(|d| d.as_str())
+                .unwrap_or("io_uring")
+                .into(),
+            connections: self.shared.conns.load(Ordering::Relaxed),
+            frontends: snap
+                .frontends
+                .iter()
+                .enumerate()
+                .map(|(fi, f)| FrontendView {
+                    name: f.name.clone(),
+                    tls: f.tls.is_some(),
+                    tls_handshake_failures: reports
+                        .iter()
+                        .map(|r| r.tls_failures.get(fi).copied().unwrap_or(0))
+                        .sum(),
+                })
+                .collect(),
+            backends,
+        }
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        return 0.0;
+    }
+    (h.value_at_quantile(q / 100.0) as f64 / 1000.0 * 100.0).round() / 100.0
+}
