@@ -69,6 +69,13 @@ impl Sink {
     }
 }
 
+/// The names a line shows.
+struct Names<'a> {
+    fe: &'a str,
+    be: &'a str,
+    sv: &'a str,
+}
+
 /// A core's log buffer.
 pub struct AccessLog {
     sink: Sink,
@@ -147,52 +154,64 @@ impl AccessLog {
             self.date_sec = since.as_secs();
             self.date = format_date(self.date_sec);
         }
-        let ms = since.subsec_millis();
-        let cookie = std::str::from_utf8(&r.cookie).unwrap_or("--");
-        let term = std::str::from_utf8(&r.term).unwrap_or("--");
+        let names = Names { fe, be, sv };
         match self.format {
-            LogFormat::Httplog => {
-                let _ = writeln!(
-                    self.buf,
-                    "{} [{}.{:03}] {} {}/{} {}/{}/{}/{}/{} {} {} {} {} \"{}\"",
-                    r.client,
-                    self.date,
-                    ms,
-                    fe,
-                    be,
-                    sv,
-                    r.tq,
-                    r.tw,
-                    r.tc,
-                    r.tr,
-                    r.tt,
-                    r.status,
-                    r.bytes,
-                    cookie,
-                    term,
-                    escape_line(&r.request)
-                );
-            }
-            LogFormat::Json => {
-                let v = serde_json::json!({
-                    "client": r.client.to_string(),
-                    "time": format!("{}.{:03}", self.date, ms),
-                    "frontend": fe,
-                    "backend": be,
-                    "server": sv,
-                    "tq": r.tq, "tw": r.tw, "tc": r.tc, "tr": r.tr, "tt": r.tt,
-                    "status": r.status,
-                    "bytes": r.bytes,
-                    "cookie": cookie,
-                    "termination": term,
-                    "request": r.request,
-                });
-                let _ = serde_json::to_writer(&mut self.buf, &v);
-                self.buf.push(b'\n');
-            }
+            LogFormat::Httplog => self.httplog(r, &names, since.subsec_millis()),
+            LogFormat::Json => self.json(r, &names, since.subsec_millis()),
         }
         if self.buf.len() >= FLUSH_AT {
             self.flush();
+        }
+    }
+
+    fn httplog(&mut self, r: &Record, n: &Names<'_>, ms: u32) {
+        let (fe, be, sv) = (n.fe, n.be, n.sv);
+        let cookie = std::str::from_utf8(&r.cookie).unwrap_or("--");
+        let term = std::str::from_utf8(&r.term).unwrap_or("--");
+        {
+            let _ = writeln!(
+                self.buf,
+                "{} [{}.{:03}] {} {}/{} {}/{}/{}/{}/{} {} {} {} {} \"{}\"",
+                r.client,
+                self.date,
+                ms,
+                fe,
+                be,
+                sv,
+                r.tq,
+                r.tw,
+                r.tc,
+                r.tr,
+                r.tt,
+                r.status,
+                r.bytes,
+                cookie,
+                term,
+                escape_line(&r.request)
+            );
+        }
+    }
+
+    fn json(&mut self, r: &Record, n: &Names<'_>, ms: u32) {
+        let (fe, be, sv) = (n.fe, n.be, n.sv);
+        let cookie = std::str::from_utf8(&r.cookie).unwrap_or("--");
+        let term = std::str::from_utf8(&r.term).unwrap_or("--");
+        {
+            let v = serde_json::json!({
+                "client": r.client.to_string(),
+                "time": format!("{}.{:03}", self.date, ms),
+                "frontend": fe,
+                "backend": be,
+                "server": sv,
+                "tq": r.tq, "tw": r.tw, "tc": r.tc, "tr": r.tr, "tt": r.tt,
+                "status": r.status,
+                "bytes": r.bytes,
+                "cookie": cookie,
+                "termination": term,
+                "request": r.request,
+            });
+            let _ = serde_json::to_writer(&mut self.buf, &v);
+            self.buf.push(b'\n');
         }
     }
 

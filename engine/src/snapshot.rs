@@ -67,7 +67,83 @@ pub struct ServerRt {
     pub inflight: AtomicU32,
 }
 
+impl ServerRt {
+    fn build(s: &config::Server, b: &config::Backend, backend: BackendId) -> ServerRt {
+        ServerRt {
+            backend,
+            name: s.name.clone(),
+            addr: s.address,
+            cookie: s.cookie.clone(),
+            weight: s.weight,
+            backup: s.backup,
+            maxconn: s.maxconn,
+            check_enabled: s.check && b.check.is_some(),
+            host_header: s.address.to_string(),
+            inflight: AtomicU32::new(0),
+        }
+    }
+}
+
+impl FrontendRt {
+    fn build(f: &config::Frontend) -> Result<FrontendRt, crate::EngineError> {
+        let redirect_port = match f.redirect_https.as_ref().and_then(|r| r.port) {
+            Some(443) | None => String::new(),
+            Some(p) => format!(":{p}"),
+        };
+        let mut set_lines = Vec::new();
+        let mut set_names_lc = Vec::new();
+        for (k, v) in &f.set_headers {
+            set_names_lc.push(k.to_ascii_lowercase().into_bytes());
+            set_lines.extend_from_slice(k.as_bytes());
+            set_lines.extend_from_slice(b": ");
+            set_lines.extend_from_slice(v.as_bytes());
+            set_lines.extend_from_slice(b"\r\n");
+        }
+        let tls = match &f.tls {
+            Some(t) => Some(
+                crate::tls::TlsServer::load(t)
+                    .map_err(|e| crate::EngineError::Tls(f.name.clone(), e))?,
+            ),
+            None => None,
+        };
+        Ok(FrontendRt {
+            name: f.name.clone(),
+            backend: f.backend.map(BackendId::at),
+            cfg: f.clone(),
+            set_names_lc,
+            set_lines,
+            tls,
+            redirect_port,
+        })
+    }
+}
+
 impl BackendRt {
+    /// A backend whose servers start at `first` in the snapshot's list.
+    fn build(b: &config::Backend, first: usize) -> BackendRt {
+        let cookies: Vec<String> = b.servers.iter().map(|s| s.cookie.clone()).collect();
+        BackendRt {
+            name: b.name.clone(),
+            balance: b.balance,
+            cookie: b.cookie.clone(),
+            app_cookie: b.app_cookie.clone(),
+            first,
+            count: b.servers.len(),
+            errorfile_503: b.errorfile_503.as_ref().map(|f| f.bytes.clone()),
+            observe_errors: b.check.as_ref().map(|c| c.observe_errors).unwrap_or(0),
+            slowstart: b.check.as_ref().and_then(|c| c.slowstart),
+            queued: AtomicU32::new(0),
+            codec: b
+                .cookie
+                .as_ref()
+                .map(|c| crate::persist::Codec::new(c, &cookies)),
+            waiting_room: crate::http::waiting_room(
+                b.waiting_room.as_ref().map(|f| f.bytes.as_slice()),
+            ),
+            cfg: b.clone(),
+        }
+    }
+
     /// This backend's servers, in order.
     pub fn servers(&self) -> impl Iterator<Item = ServerId> + Clone {
         (self.first..self.first + self.count).map(ServerId::at)
@@ -108,79 +184,18 @@ impl Snapshot {
         let mut backends = Vec::new();
         let mut servers = Vec::new();
         for (bi, b) in cfg.backends.iter().enumerate() {
-            let first = servers.len();
-            for s in &b.servers {
-                servers.push(ServerRt {
-                    backend: BackendId::at(bi),
-                    name: s.name.clone(),
-                    addr: s.address,
-                    cookie: s.cookie.clone(),
-                    weight: s.weight,
-                    backup: s.backup,
-                    maxconn: s.maxconn,
-                    check_enabled: s.check && b.check.is_some(),
-                    host_header: s.address.to_string(),
-                    inflight: AtomicU32::new(0),
-                });
-            }
-            backends.push(BackendRt {
-                name: b.name.clone(),
-                balance: b.balance,
-                cookie: b.cookie.clone(),
-                app_cookie: b.app_cookie.clone(),
-                first,
-                count: b.servers.len(),
-                errorfile_503: b.errorfile_503.as_ref().map(|f| f.bytes.clone()),
-                observe_errors: b.check.as_ref().map(|c| c.observe_errors).unwrap_or(0),
-                slowstart: b.check.as_ref().and_then(|c| c.slowstart),
-                queued: AtomicU32::new(0),
-                codec: b.cookie.as_ref().map(|c| {
-                    crate::persist::Codec::new(
-                        c,
-                        &b.servers
-                            .iter()
-                            .map(|s| s.cookie.clone())
-                            .collect::<Vec<_>>(),
-                    )
-                }),
-                waiting_room: crate::http::waiting_room(
-                    b.waiting_room.as_ref().map(|f| f.bytes.as_slice()),
-                ),
-                cfg: b.clone(),
-            });
+            backends.push(BackendRt::build(b, servers.len()));
+            servers.extend(
+                b.servers
+                    .iter()
+                    .map(|s| ServerRt::build(s, b, BackendId::at(bi))),
+            );
         }
-        let mut frontends = Vec::new();
-        for f in &cfg.frontends {
-            let redirect_port = match f.redirect_https.as_ref().and_then(|r| r.port) {
-                Some(443) | None => String::new(),
-                Some(p) => format!(":{p}"),
-            };
-            let mut set_lines = Vec::new();
-            let mut set_names_lc = Vec::new();
-            for (k, v) in &f.set_headers {
-                set_names_lc.push(k.to_ascii_lowercase().into_bytes());
-                set_lines.extend_from_slice(k.as_bytes());
-                set_lines.extend_from_slice(b": ");
-                set_lines.extend_from_slice(v.as_bytes());
-                set_lines.extend_from_slice(b"\r\n");
-            }
-            let tls = match &f.tls {
-                Some(t) => Some(
-                    crate::tls::TlsServer::load(t)
-                        .map_err(|e| crate::EngineError::Tls(f.name.clone(), e))?,
-                ),
-                None => None,
-            };
-            frontends.push(FrontendRt {
-                name: f.name.clone(),
-                backend: f.backend.map(BackendId::at),
-                cfg: f.clone(),
-                set_names_lc,
-                set_lines,
-                tls,
-                redirect_port,
-            });
-        }
+        let frontends = cfg
+            .frontends
+            .iter()
+            .map(FrontendRt::build)
+            .collect::<Result<Vec<_>, _>>()?;
         let head_limits = HeadLimits {
             max_head_bytes: cfg.limits.max_head_bytes,
             max_target_bytes: cfg.limits.max_target_bytes,

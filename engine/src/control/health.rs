@@ -10,7 +10,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::head::{parse_response, BodyLen, HeadLimits};
+use crate::http::head::{parse_response, BodyLen, HeadLimits, ResponseHead};
 
 /// Why a probe failed, as the log and the stats page name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,21 +95,39 @@ async fn probe_inner(addr: SocketAddr, check: &Check) -> Result<u16, ProbeFail> 
     let _ = s.set_nodelay(true);
     let (r, _) = s.write_all(request_bytes(check, addr)).await;
     r.map_err(|e| ProbeFail::Connect(e.to_string()))?;
+    let (head, buf) = read_head(&mut s, check.method == "HEAD").await?;
+    let status = head.status;
+    if !check.expect_status.contains(status) {
+        return Err(ProbeFail::Status(status));
+    }
+    let Some(needle) = check.expect_string.as_ref() else {
+        return Ok(status);
+    };
+    let rest = buf[head.head_len..].to_vec();
+    search_body(&mut s, &head, rest, needle.as_bytes()).await?;
+    Ok(status)
+}
+
+/// The response head (interim ones skipped), and the buffer it was read into.
+async fn read_head(
+    s: &mut TcpStream,
+    head_request: bool,
+) -> Result<(ResponseHead, Vec<u8>), ProbeFail> {
     let limits = HeadLimits {
         max_head_bytes: 64 * 1024,
         max_target_bytes: 8192,
         max_headers: 200,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let head = loop {
-        if let Some(h) = parse_response(&buf, check.method == "HEAD", &limits)
-            .map_err(|_| ProbeFail::BadResponse)?
+    loop {
+        if let Some(h) =
+            parse_response(&buf, head_request, &limits).map_err(|_| ProbeFail::BadResponse)?
         {
             if (100..200).contains(&h.status) {
                 buf.drain(..h.head_len);
                 continue;
             }
-            break h;
+            return Ok((h, buf));
         }
         if buf.len() >= limits.max_head_bytes {
             return Err(ProbeFail::BadResponse);
@@ -124,61 +142,82 @@ async fn probe_inner(addr: SocketAddr, check: &Check) -> Result<u16, ProbeFail> 
             Ok(0) | Err(_) => return Err(ProbeFail::BadResponse),
             Ok(_) => {}
         }
-    };
-    let status = head.status;
-    let status_ok = check.expect_status.contains(status);
-    let Some(needle) = check.expect_string.as_ref().map(|s| s.as_bytes().to_vec()) else {
-        return if status_ok {
-            Ok(status)
-        } else {
-            Err(ProbeFail::Status(status))
-        };
-    };
-    if !status_ok {
-        return Err(ProbeFail::Status(status));
     }
-    // The body, through its framing, searched across reads.
-    let mut finder = Finder::default();
-    let mut dec = ChunkedDecoder::new();
-    let mut rest: Vec<u8> = buf[head.head_len..].to_vec();
-    let mut seen: u64 = 0;
-    let mut remaining = match head.body {
-        BodyLen::Length(n) => Some(n),
-        _ => None,
+}
+
+/// Where a body search stands.
+struct Search<'a> {
+    needle: &'a [u8],
+    finder: Finder,
+    dec: ChunkedDecoder,
+    remaining: Option<u64>,
+    seen: u64,
+}
+
+impl Search<'_> {
+    /// Feeds what arrived, through the body's framing.
+    fn feed(&mut self, body: BodyLen, rest: &[u8]) -> Result<(), ProbeFail> {
+        match body {
+            BodyLen::Chunked => {
+                let mut pos = 0;
+                while pos < rest.len() {
+                    let st = self
+                        .dec
+                        .step(&rest[pos..])
+                        .map_err(|_| ProbeFail::BadResponse)?;
+                    self.finder.feed(self.needle, &rest[pos..][st.data.clone()]);
+                    pos += st.consumed;
+                    if st.done || st.consumed == 0 {
+                        break;
+                    }
+                }
+            }
+            BodyLen::Length(_) => {
+                let take = (rest.len() as u64).min(self.remaining.unwrap_or(0)) as usize;
+                self.finder.feed(self.needle, &rest[..take]);
+                self.remaining = self.remaining.map(|r| r - take as u64);
+            }
+            _ => self.finder.feed(self.needle, rest),
+        }
+        self.seen += rest.len() as u64;
+        Ok(())
+    }
+
+    fn ended(&self, body: BodyLen) -> bool {
+        match body {
+            BodyLen::None => true,
+            BodyLen::Length(_) => self.remaining == Some(0),
+            BodyLen::Chunked => self.dec.is_done(),
+            BodyLen::Close => false,
+        }
+    }
+}
+
+/// Searches the body for `needle`, across reads and through its framing.
+async fn search_body(
+    s: &mut TcpStream,
+    head: &ResponseHead,
+    mut rest: Vec<u8>,
+    needle: &[u8],
+) -> Result<(), ProbeFail> {
+    let mut search = Search {
+        needle,
+        finder: Finder::default(),
+        dec: ChunkedDecoder::new(),
+        remaining: match head.body {
+            BodyLen::Length(n) => Some(n),
+            _ => None,
+        },
+        seen: 0,
     };
     loop {
         if !rest.is_empty() {
-            match head.body {
-                BodyLen::Chunked => {
-                    let mut pos = 0;
-                    while pos < rest.len() {
-                        let st = dec.step(&rest[pos..]).map_err(|_| ProbeFail::BadResponse)?;
-                        finder.feed(&needle, &rest[pos..][st.data.clone()]);
-                        pos += st.consumed;
-                        if st.done || st.consumed == 0 {
-                            break;
-                        }
-                    }
-                }
-                BodyLen::Length(_) => {
-                    let take = (rest.len() as u64).min(remaining.unwrap_or(0)) as usize;
-                    finder.feed(&needle, &rest[..take]);
-                    remaining = remaining.map(|r| r - take as u64);
-                }
-                _ => finder.feed(&needle, &rest),
-            }
-            seen += rest.len() as u64;
+            search.feed(head.body, &rest)?;
         }
-        if finder.found() {
-            return Ok(status);
+        if search.finder.found() {
+            return Ok(());
         }
-        let ended = match head.body {
-            BodyLen::None => true,
-            BodyLen::Length(_) => remaining == Some(0),
-            BodyLen::Chunked => dec.is_done(),
-            BodyLen::Close => false,
-        };
-        if ended || seen > PROBE_BODY_LIMIT {
+        if search.ended(head.body) || search.seen > PROBE_BODY_LIMIT {
             return Err(ProbeFail::StringMissing);
         }
         rest.clear();

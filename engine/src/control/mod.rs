@@ -12,12 +12,14 @@
 //!   servers shed, panic);
 //! - [`health`]: one HTTP probe, and the rise/fall bookkeeping;
 //! - [`commands`]: the admin commands; [`admin`]: the admin socket;
-//! - [`view`]: the stats page's data; [`stats`]: the stats endpoint and its renderings.
+//! - [`view`]: the stats page's data; [`stats`]: the stats endpoint; [`render`]: the page
+//!   and /metrics.
 
 pub mod admin;
 mod commands;
 pub mod health;
 pub mod live;
+mod render;
 mod state;
 pub mod stats;
 mod view;

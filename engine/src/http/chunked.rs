@@ -133,31 +133,12 @@ impl ChunkedDecoder {
                 State::Trailer => {
                     let b = buf[i];
                     i += 1;
-                    if b == b'\n' {
-                        let line = std::mem::take(&mut self.line);
-                        let line = line.strip_suffix(b"\r").ok_or(ChunkError::BadTrailer)?;
-                        if line.is_empty() {
-                            self.state = State::Done;
-                            return Ok(Step {
-                                consumed: i,
-                                data: i..i,
-                                done: true,
-                            });
-                        }
-                        // A trailer field: name ":" value, no obs-fold.
-                        let colon = line.iter().position(|&c| c == b':');
-                        match colon {
-                            Some(p) if p > 0 && line[..p].iter().all(|&c| is_tchar(c)) => {}
-                            _ => return Err(ChunkError::BadTrailer),
-                        }
-                        if line.iter().any(|&c| c == b'\r' || c == 0) {
-                            return Err(ChunkError::BadTrailer);
-                        }
-                    } else {
-                        if self.line.len() >= MAX_LINE {
-                            return Err(ChunkError::LineTooLong);
-                        }
-                        self.line.push(b);
+                    if self.trailer_byte(b)? {
+                        return Ok(Step {
+                            consumed: i,
+                            data: i..i,
+                            done: true,
+                        });
                     }
                 }
                 State::Done => {
@@ -174,6 +155,33 @@ impl ChunkedDecoder {
             data: i..i,
             done: self.state == State::Done,
         })
+    }
+
+    /// A byte of the trailer section; true when it ended the message.
+    fn trailer_byte(&mut self, b: u8) -> Result<bool, ChunkError> {
+        if b != b'\n' {
+            if self.line.len() >= MAX_LINE {
+                return Err(ChunkError::LineTooLong);
+            }
+            self.line.push(b);
+            return Ok(false);
+        }
+        let line = std::mem::take(&mut self.line);
+        let line = line.strip_suffix(b"\r").ok_or(ChunkError::BadTrailer)?;
+        if line.is_empty() {
+            self.state = State::Done;
+            return Ok(true);
+        }
+        // A trailer field: name ":" value, no obs-fold.
+        let colon = line.iter().position(|&c| c == b':');
+        match colon {
+            Some(p) if p > 0 && line[..p].iter().all(|&c| is_tchar(c)) => {}
+            _ => return Err(ChunkError::BadTrailer),
+        }
+        if line.iter().any(|&c| c == b'\r' || c == 0) {
+            return Err(ChunkError::BadTrailer);
+        }
+        Ok(false)
     }
 
     fn finish_size_line(&mut self) -> Result<(), ChunkError> {
