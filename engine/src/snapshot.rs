@@ -274,7 +274,7 @@ pub struct ServerStatus {
     pub state: ServerState,
     pub weight: u32,
     /// The share of its weight a slow server keeps for new clients, permille (1000: all;
-    /// see [`crate::live`]).
+    /// see [`crate::control::live`]).
     pub share: u32,
 }
 
