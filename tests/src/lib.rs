@@ -267,7 +267,8 @@ pub fn read_lines_until(path: &Path, n: usize, limit: Duration) -> Vec<String> {
         path.display(),
         lines.len()
     );
-    // extra lines (a request logged twice) show up within a flush or two
+    // extra lines (a request logged twice) show up within a flush or two (kept: that no
+    // extra line comes has no condition to wait on)
     std::thread::sleep(Duration::from_millis(300));
     file_lines(path)
 }

@@ -688,6 +688,7 @@ fn dated_cookie_expires_by_maxidle_and_maxlife(driver: DriverChoice) {
             let mut refreshed = 0;
             let mut i = 0;
             while t0.elapsed() < Duration::from_millis(4200) {
+                // Kept: the subject, a student working at this pace.
                 std::thread::sleep(Duration::from_millis(600));
                 i += 1;
                 let tag = format!("busy{i}x");
@@ -712,7 +713,7 @@ fn dated_cookie_expires_by_maxidle_and_maxlife(driver: DriverChoice) {
                 refreshed >= 1,
                 "past maxidle/4 the cookie's last-seen date is refreshed"
             );
-            // Idle past maxidle (whole seconds: 3.2s > 2s plus rounding).
+            // Idle past maxidle (whole seconds: 3.2s > 2s plus rounding). Kept: the subject.
             std::thread::sleep(Duration::from_millis(3200));
             let resp = get_with(&r, "/?tag=idle1x", Some(&format!("SERVERID={value}")));
             let fresh = the_cookie(&resp, "SERVERID", "after maxidle");
@@ -746,8 +747,10 @@ fn dated_cookie_expires_by_maxidle_and_maxlife(driver: DriverChoice) {
                 );
                 assert_eq!(node(&resp), home, "{tag}");
                 assert_eq!(log_flags(&log, &tag), "VN", "{tag}");
+                // Kept: the subject, a student working at this pace.
                 std::thread::sleep(Duration::from_millis(400));
             }
+            // Kept: the subject, time passing until maxlife is over.
             while t0.elapsed() < Duration::from_millis(4300) {
                 std::thread::sleep(Duration::from_millis(100));
             }
