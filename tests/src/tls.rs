@@ -240,70 +240,8 @@ pub fn certs() -> &'static Certs {
         std::fs::write(&exact_cert, c).unwrap();
         std::fs::write(&exact_key, k).unwrap();
         let wildcard = tools::certs::write_combined(&dir, "wildcard.pem", &["*.example.org"]);
-        // RSA with a PKCS#1 key ("BEGIN RSA PRIVATE KEY").
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "rsa8.key",
-                "-out",
-                "rsa.crt",
-                "-days",
-                "30",
-                "-subj",
-                "/CN=rsa.test",
-                "-addext",
-                "subjectAltName=DNS:rsa.test",
-            ],
-            &dir,
-        );
-        openssl(
-            &["rsa", "-in", "rsa8.key", "-traditional", "-out", "rsa1.key"],
-            &dir,
-        );
-        let rsa = cat(&dir, "rsa.pem", &["rsa.crt", "rsa1.key"]);
-        assert!(std::fs::read_to_string(&rsa)
-            .unwrap()
-            .contains("BEGIN RSA PRIVATE KEY"));
-        // ECDSA with a SEC1 key ("BEGIN EC PRIVATE KEY").
-        openssl(
-            &[
-                "ecparam",
-                "-genkey",
-                "-name",
-                "prime256v1",
-                "-noout",
-                "-out",
-                "ec.key",
-            ],
-            &dir,
-        );
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-key",
-                "ec.key",
-                "-out",
-                "ec.crt",
-                "-days",
-                "30",
-                "-subj",
-                "/CN=ec.test",
-                "-addext",
-                "subjectAltName=DNS:ec.test",
-            ],
-            &dir,
-        );
-        let sec1 = cat(&dir, "ec.pem", &["ec.crt", "ec.key"]);
-        assert!(std::fs::read_to_string(&sec1)
-            .unwrap()
-            .contains("BEGIN EC PRIVATE KEY"));
+        let rsa = rsa_pkcs1(&dir);
+        let sec1 = ec_sec1(&dir);
         Certs {
             dir,
             default,
@@ -314,6 +252,80 @@ pub fn certs() -> &'static Certs {
             sec1,
         }
     })
+}
+
+/// An RSA 2048 certificate for rsa.test with a PKCS#1 key ("BEGIN RSA PRIVATE KEY"),
+/// combined in one file.
+fn rsa_pkcs1(dir: &Path) -> PathBuf {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "rsa8.key",
+            "-out",
+            "rsa.crt",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=rsa.test",
+            "-addext",
+            "subjectAltName=DNS:rsa.test",
+        ],
+        dir,
+    );
+    openssl(
+        &["rsa", "-in", "rsa8.key", "-traditional", "-out", "rsa1.key"],
+        dir,
+    );
+    let rsa = cat(dir, "rsa.pem", &["rsa.crt", "rsa1.key"]);
+    assert!(std::fs::read_to_string(&rsa)
+        .unwrap()
+        .contains("BEGIN RSA PRIVATE KEY"));
+    rsa
+}
+
+/// An ECDSA certificate for ec.test with a SEC1 key ("BEGIN EC PRIVATE KEY"), combined
+/// in one file.
+fn ec_sec1(dir: &Path) -> PathBuf {
+    openssl(
+        &[
+            "ecparam",
+            "-genkey",
+            "-name",
+            "prime256v1",
+            "-noout",
+            "-out",
+            "ec.key",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ec.key",
+            "-out",
+            "ec.crt",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=ec.test",
+            "-addext",
+            "subjectAltName=DNS:ec.test",
+        ],
+        dir,
+    );
+    let sec1 = cat(dir, "ec.pem", &["ec.crt", "ec.key"]);
+    assert!(std::fs::read_to_string(&sec1)
+        .unwrap()
+        .contains("BEGIN EC PRIVATE KEY"));
+    sec1
 }
 
 /// An HTTPS frontend `https` (all the shared certificates, default first) and a plain
