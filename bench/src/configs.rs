@@ -35,58 +35,69 @@ pub struct Scenario {
     pub connections: usize,
 }
 
+/// What the scenarios share unless they say otherwise.
+const BASE: Scenario = Scenario {
+    name: "",
+    what: "",
+    method: "GET",
+    path: "/",
+    body_len: 0,
+    sticky: false,
+    close: false,
+    tls: Tls::None,
+    resume: true,
+    idle: false,
+    burst: 1,
+    connections: 64,
+};
+
+/// Every scenario, in the order they run and are reported.
 pub fn all_scenarios() -> Vec<Scenario> {
-    let base = Scenario {
-        name: "",
-        what: "",
-        method: "GET",
-        path: "/",
-        body_len: 0,
-        sticky: false,
-        close: false,
-        tls: Tls::None,
-        resume: true,
-        idle: false,
-        burst: 1,
-        connections: 64,
-    };
+    let mut v = plain_scenarios();
+    v.extend(tls_scenarios());
+    v.extend(idle_scenarios());
+    v
+}
+
+/// Plain HTTP under wrk.
+fn plain_scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "get-ka",
             what: "small GET / over keep-alive, round robin, no persistence",
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "get-ka-sticky",
             what: "small GET / over keep-alive; the backend has cookie persistence and every request carries Cookie: SERVERID=s1 (the main scenario)",
             sticky: true,
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "get-ka-sticky-512",
             what: "the main scenario at an exam-start peak: 512 keep-alive connections, every request with Cookie: SERVERID=s1",
             sticky: true,
             connections: 512,
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "get-close",
             what: "small GET / with Connection: close: a new client connection per request (upstream stays pooled)",
             close: true,
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "get-64k",
             what: "GET /download?size=65536 over keep-alive",
             path: "/download?size=65536&mode=cl",
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "get-1m",
             what: "GET /download?size=1048576 over keep-alive, 16 connections",
             path: "/download?size=1048576&mode=cl",
             connections: 16,
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "post-10k",
@@ -94,7 +105,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
             method: "POST",
             path: "/upload",
             body_len: 10 * 1024,
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "post-1m",
@@ -103,13 +114,19 @@ pub fn all_scenarios() -> Vec<Scenario> {
             path: "/upload",
             body_len: 1024 * 1024,
             connections: 16,
-            ..base.clone()
+            ..BASE
         },
+    ]
+}
+
+/// HTTPS under wrk: keep-alive, full handshakes, resumed ones.
+fn tls_scenarios() -> Vec<Scenario> {
+    vec![
         Scenario {
             name: "tls-ka",
             what: "small GET / over TLS keep-alive (ECDSA P-256 certificate)",
             tls: Tls::Ec,
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "tls-handshake",
@@ -117,7 +134,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
             tls: Tls::Rsa,
             close: true,
             resume: false,
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "tls-handshake-ec",
@@ -125,27 +142,33 @@ pub fn all_scenarios() -> Vec<Scenario> {
             tls: Tls::Ec,
             close: true,
             resume: false,
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "tls-resume",
             what: "small GET / with Connection: close over TLS with resumption on: wrk resumes its previous session on each new connection (TLS 1.3 PSK; ECDSA P-256 certificate)",
             tls: Tls::Ec,
             close: true,
-            ..base.clone()
+            ..BASE
         },
+    ]
+}
+
+/// Idle clients and a trickle of requests: memory per connection.
+fn idle_scenarios() -> Vec<Scenario> {
+    vec![
         Scenario {
             name: "idle-10k",
             what: "10,000 keep-alive clients, each after one request, held idle while a trickle of requests runs over them: memory per idle connection",
             idle: true,
-            ..base.clone()
+            ..BASE
         },
         Scenario {
             name: "idle-burst",
             what: "5,000 keep-alive clients arriving 500 at a time (an exam start), one request each, then idle: memory per idle connection one second after the last answer, and once settled",
             idle: true,
             burst: 500,
-            ..base
+            ..BASE
         },
     ]
 }

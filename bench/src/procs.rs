@@ -76,7 +76,6 @@ pub fn raise_nofile(want: u64) -> u64 {
 }
 
 pub struct Proc {
-    pub name: String,
     pub child: Child,
     pub pgid: i32,
     pub log: PathBuf,
@@ -115,7 +114,7 @@ pub fn command_line(cmd: &Command) -> String {
 
 impl Proc {
     /// Starts `cmd` in a new process group, stdout and stderr to `log`.
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> std::io::Result<Proc> {
+    pub fn spawn(mut cmd: Command, log: &Path) -> std::io::Result<Proc> {
         let f = fs::File::create(log)?;
         let command = command_line(&cmd);
         cmd.stdin(Stdio::null())
@@ -126,7 +125,6 @@ impl Proc {
         let pgid = child.id() as i32;
         register(pgid);
         Ok(Proc {
-            name: name.to_string(),
             child,
             pgid,
             log: log.to_path_buf(),
@@ -427,5 +425,26 @@ impl MachineCpu {
             return (0.0, 0.0);
         }
         (busy as f64 / clk_tck(), 1.0 - busy as f64 / total as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_cpu_busy_and_idle_share() {
+        let a = MachineCpu {
+            busy: 1000,
+            total: 2000,
+        };
+        let b = MachineCpu {
+            busy: 1900,
+            total: 3000,
+        };
+        let (busy, idle) = a.since(&b);
+        assert!((busy - 900.0 / clk_tck()).abs() < 1e-9);
+        assert!((idle - 0.1).abs() < 1e-9);
+        assert!(MachineCpu::now().total > 0);
     }
 }

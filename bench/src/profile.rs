@@ -22,7 +22,7 @@ pub struct Args {
 fn target_cmd(
     a: &Args,
     sc: &configs::Scenario,
-    os: &crate::OriginSet,
+    os: &crate::targets::OriginSet,
     dir: &Path,
 ) -> Result<(Command, u16), String> {
     let p = Ports {
@@ -92,7 +92,7 @@ pub fn run(a: &Args) -> i32 {
         eprintln!("profile: no origin binary (cargo build --release -p engine-bench)");
         return 1;
     };
-    let os = match crate::start_origins(&origin, &tmp, 2) {
+    let os = match crate::targets::start_origins(&origin, &tmp, 2) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("profile: {e}");
@@ -153,14 +153,14 @@ pub fn run(a: &Args) -> i32 {
 fn profile_perf(
     a: &Args,
     sc: &configs::Scenario,
-    os: &crate::OriginSet,
+    os: &crate::targets::OriginSet,
     tmp: &Path,
     script: &Path,
 ) -> Result<String, String> {
     let dir = tmp.join("perf");
     let _ = std::fs::create_dir_all(&dir);
     let (cmd, port) = target_cmd(a, sc, os, &dir)?;
-    let mut p = Proc::spawn(&a.target, cmd, &dir.join("out.log")).map_err(|e| e.to_string())?;
+    let mut p = Proc::spawn(cmd, &dir.join("out.log")).map_err(|e| e.to_string())?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     wait_http(addr, Duration::from_secs(8), &mut p)?;
     let _ = crate::wrk::run(script, &crate::wrk::url(sc, port), sc.connections, 2);
@@ -223,7 +223,7 @@ fn a_dur_limit() -> u64 {
 fn profile_callgrind(
     a: &Args,
     sc: &configs::Scenario,
-    os: &crate::OriginSet,
+    os: &crate::targets::OriginSet,
     tmp: &Path,
     script: &Path,
 ) -> Result<String, String> {
@@ -244,7 +244,7 @@ fn profile_callgrind(
         // nginx's master forks workers; callgrind would only see the master
         cmd.arg("-g").arg("master_process off;");
     }
-    let mut p = Proc::spawn(&a.target, cmd, &dir.join("out.log")).map_err(|e| e.to_string())?;
+    let mut p = Proc::spawn(cmd, &dir.join("out.log")).map_err(|e| e.to_string())?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     wait_http(addr, Duration::from_secs(60), &mut p)?;
     let secs = (a.duration / 3).clamp(2, 10);

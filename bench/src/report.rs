@@ -1,6 +1,7 @@
 //! report.md, latency.svg and results.json.
 
-use crate::{ScenarioResult, Settings, Stat3, TargetResult};
+use crate::cli::Settings;
+use crate::records::{ScenarioResult, Stat3, TargetResult, CEILING, CEILING_KERNEL};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -168,7 +169,7 @@ fn cpu_split(m: &mut String, r: &ScenarioResult, subject: &str) {
             })
             .collect()
     };
-    let (zero, kernel) = (of(crate::CEILING), of(crate::CEILING_KERNEL));
+    let (zero, kernel) = (of(CEILING), of(CEILING_KERNEL));
     if !zero.is_empty() {
         let _ = writeln!(
             m,
@@ -181,6 +182,18 @@ fn cpu_split(m: &mut String, r: &ScenarioResult, subject: &str) {
 
 pub fn markdown(meta: &Meta, rs: &[ScenarioResult]) -> String {
     let mut m = String::new();
+    header(&mut m, meta);
+    ratios_table(&mut m, meta, rs);
+    m.push_str("\n![latency](latency.svg)\n\n");
+    for r in rs {
+        scenario_section(&mut m, meta, r);
+    }
+    m.push_str(HOW);
+    m
+}
+
+/// The title, the command, the settings and the machine.
+fn header(m: &mut String, meta: &Meta) {
     let _ = writeln!(m, "# engine vs HAProxy vs nginx: {}\n", meta.date);
     let _ = writeln!(m, "Produced by:\n\n```\n{}\n```\n", meta.command);
     let _ = writeln!(
@@ -222,6 +235,10 @@ pub fn markdown(meta: &Meta, rs: &[ScenarioResult]) -> String {
         m,
         "Everything (load generator, proxies, origins) shares the same cores on 127.0.0.1, so the ratios are what matters, not the absolute rates. \"direct\" is wrk against one origin with no proxy: the ceiling.\n"
     );
+}
+
+/// The headline: the subject's ratios to the others, per scenario and metric.
+fn ratios_table(m: &mut String, meta: &Meta, rs: &[ScenarioResult]) {
     // the headline: ratios
     let _ = writeln!(
         m,
@@ -265,65 +282,68 @@ pub fn markdown(meta: &Meta, rs: &[ScenarioResult]) -> String {
             );
         }
     }
-    m.push_str("\n![latency](latency.svg)\n\n");
-    for r in rs {
-        let idle = r.name.starts_with("idle");
-        let _ = writeln!(m, "## {}\n\n{}.\n", r.name, r.what);
-        if idle {
+}
+
+/// One scenario: what it is, a row per target, where the CPU went, the errors.
+fn scenario_section(m: &mut String, meta: &Meta, r: &ScenarioResult) {
+    let idle = r.name.starts_with("idle");
+    let _ = writeln!(m, "## {}\n\n{}.\n", r.name, r.what);
+    if idle {
+        let _ = writeln!(
+            m,
+            "Each client connects, makes one request, and stays open; then a trickle of 200 req/s runs one at a time over a stride of the whole set (latency from intended send time). Memory per idle connection = RSS growth of the target's processes / clients.\n"
+        );
+        m.push_str("| target | bytes per idle conn 1 s after the last answer | bytes per idle conn, settled | trickle p50 / p99 / p99.9 | CPU µs/req | peak RSS | trickle req/s | |\n|---|---|---|---|---|---|---|---|\n");
+    } else {
+        if let Some(rate) = r.constant_rate_rps {
             let _ = writeln!(
                 m,
-                "Each client connects, makes one request, and stays open; then a trickle of 200 req/s runs one at a time over a stride of the whole set (latency from intended send time). Memory per idle connection = RSS growth of the target's processes / clients.\n"
+                "wrk: `-t1 -c{}` (script in configs/{}/scenario.lua). Constant rate: {:.0} req/s for every target (half the slowest proxy's median), {} connections, latency from each request's intended send time (no coordinated omission).\n",
+                r.connections,
+                r.name,
+                rate,
+                r.connections.min(16)
             );
-            m.push_str("| target | bytes per idle conn 1 s after the last answer | bytes per idle conn, settled | trickle p50 / p99 / p99.9 | CPU µs/req | peak RSS | trickle req/s | |\n|---|---|---|---|---|---|---|---|\n");
         } else {
-            if let Some(rate) = r.constant_rate_rps {
-                let _ = writeln!(
-                    m,
-                    "wrk: `-t1 -c{}` (script in configs/{}/scenario.lua). Constant rate: {:.0} req/s for every target (half the slowest proxy's median), {} connections, latency from each request's intended send time (no coordinated omission).\n",
-                    r.connections,
-                    r.name,
-                    rate,
-                    r.connections.min(16)
-                );
-            } else {
-                let _ = writeln!(
-                    m,
-                    "wrk: `-t1 -c{}` (script in configs/{}/scenario.lua).\n",
-                    r.connections, r.name
-                );
-            }
-            m.push_str("| target | req/s median (min–max) | wrk p50 / p99 / p99.9 | constant-rate p50 / p99 / p99.9 | CPU µs/req | peak RSS |\n|---|---|---|---|---|---|\n");
+            let _ = writeln!(
+                m,
+                "wrk: `-t1 -c{}` (script in configs/{}/scenario.lua).\n",
+                r.connections, r.name
+            );
         }
-        for t in &r.targets {
-            m.push_str(&row_target(t, idle));
-        }
-        if !idle {
-            cpu_split(&mut m, r, &meta.subject);
-        }
-        let notes: Vec<String> = r
-            .targets
-            .iter()
-            .filter(|t| t.available || !t.runs.is_empty())
-            .flat_map(|t| {
-                t.runs
-                    .iter()
-                    .filter_map(|x| {
-                        x.error
-                            .as_ref()
-                            .map(|e| format!("{} round {}: {e}", t.target, x.round))
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        if !notes.is_empty() {
-            m.push_str("\nNotes: ");
-            m.push_str(&notes.join("; "));
-            m.push('\n');
-        }
+        m.push_str("| target | req/s median (min–max) | wrk p50 / p99 / p99.9 | constant-rate p50 / p99 / p99.9 | CPU µs/req | peak RSS |\n|---|---|---|---|---|---|\n");
+    }
+    for t in &r.targets {
+        m.push_str(&row_target(t, idle));
+    }
+    if !idle {
+        cpu_split(m, r, &meta.subject);
+    }
+    let notes: Vec<String> = r
+        .targets
+        .iter()
+        .filter(|t| t.available || !t.runs.is_empty())
+        .flat_map(|t| {
+            t.runs
+                .iter()
+                .filter_map(|x| {
+                    x.error
+                        .as_ref()
+                        .map(|e| format!("{} round {}: {e}", t.target, x.round))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !notes.is_empty() {
+        m.push_str("\nNotes: ");
+        m.push_str(&notes.join("; "));
         m.push('\n');
     }
-    m.push_str(
-        "## How the configurations are equivalent\n\n\
+    m.push('\n');
+}
+
+/// How the configurations are equivalent, and how to read the figures.
+const HOW: &str = "## How the configurations are equivalent\n\n\
 - Same two origins (round robin), upstream connections pooled and kept alive (engine: its pool; HAProxy: `http-reuse always`; nginx: `keepalive` as many as maxconn per worker, `proxy_http_version 1.1`, `Connection \"\"`).\n\
 - Two workers each: engine `--cores 2` (`--no-pin` unless the run says `--pin-engine`: no proxy is pinned, as the cores are shared with wrk and the origins), HAProxy `nbthread 2`, nginx `worker_processes 2`; logging off everywhere; `X-Forwarded-For` added by all three; client keep-alive timeout 120 s; no request limit per connection (nginx `keepalive_requests 100000000`).\n\
 - Sticky scenarios: engine `[backend.cookie] name=\"SERVERID\" mode=\"insert\" indirect nocache`, HAProxy `cookie SERVERID insert indirect nocache`. nginx OSS cannot insert a persistence cookie; the closest equivalent used here maps `$cookie_SERVERID` to a one-server upstream (exact stickiness), adds `Set-Cookie: SERVERID=<id>; Path=/` from `$upstream_addr` when the client sent none, and removes the cookie from what the origin receives.\n\
@@ -335,10 +355,7 @@ pub fn markdown(meta: &Meta, rs: &[ScenarioResult]) -> String {
 - constant-rate: the harness's generator at a fixed rate below every proxy's capacity; its percentiles are the honest latency figures.\n\
 - CPU µs/req: utime+stime of the target's processes (from /proc/PID/stat) over the run / requests. For direct, the origin's CPU.\n\
 - Where the CPU went: the origins' CPU from /proc/PID/stat, wrk's from getrusage(RUSAGE_CHILDREN) around its run, the machine's busy time from /proc/stat; the rest is busy time no process here accounts for. With idle near 0 the cores are saturated and req/s is about cores / total CPU per request, so wrk and the origins bound every proxy's req/s: `rps ceiling (zero-CPU subject)` is the req/s ratio the subject would reach against each other target if its own CPU per request were zero, and `rps ceiling (subject's kernel time only)` the same if only its user-space CPU were zero (its kernel time, the socket work on loopback, kept).\n\
-- peak RSS: VmHWM summed over the target's processes during the scenario (for direct, over the whole bench).\n",
-    );
-    m
-}
+- peak RSS: VmHWM summed over the target's processes during the scenario (for direct, over the whole bench).\n";
 
 const COLORS: [(&str, &str); 4] = [
     ("engine", "#d62728"),
@@ -349,44 +366,8 @@ const COLORS: [(&str, &str); 4] = [
 
 /// Grouped bars, log scale: per scenario, per target, p50 / p99 / p99.9 (wrk).
 pub fn svg(meta: &Meta, rs: &[ScenarioResult]) -> String {
-    let groups: Vec<&ScenarioResult> = rs.iter().collect();
-    let bar = 7.0;
-    let tgap = 5.0;
-    let ggap = 30.0;
-    let ntargets = COLORS.len() as f64;
-    let gw = ntargets * (3.0 * bar + tgap);
-    let left = 70.0;
-    let top = 50.0;
-    let h = 300.0;
-    let width = left + groups.len() as f64 * (gw + ggap) + 160.0;
-    let height = top + h + 90.0;
-    let mut vals = Vec::new();
-    for r in &groups {
-        for t in &r.targets {
-            for s in [&t.summary.p50_us, &t.summary.p99_us, &t.summary.p999_us]
-                .into_iter()
-                .flatten()
-            {
-                vals.push(s.median.max(1.0));
-            }
-        }
-    }
-    let lo = 10f64
-        .powf(
-            vals.iter()
-                .copied()
-                .fold(f64::INFINITY, f64::min)
-                .log10()
-                .floor(),
-        )
-        .max(1.0);
-    let hi = 10f64.powf(vals.iter().copied().fold(10.0, f64::max).log10().ceil());
-    let lo = if lo.is_finite() {
-        lo.min(hi / 10.0)
-    } else {
-        1.0
-    };
-    let y = |v: f64| top + h - (v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10()) * h;
+    let c = Chart::new(rs);
+    let (width, height, left) = (c.width, c.height, c.left);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -403,31 +384,93 @@ pub fn svg(meta: &Meta, rs: &[ScenarioResult]) -> String {
         "<text x=\"{left}\" y=\"22\" font-size=\"14\">Latency per scenario (wrk; bars: p50, p99, p99.9; log scale), {}</text>",
         meta.date
     );
-    // grid
-    let mut v = lo;
-    while v <= hi * 1.0001 {
-        let yy = y(v);
-        let _ = writeln!(
-            s,
-            "<line x1=\"{left}\" x2=\"{:.0}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{:.0}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            width - 150.0,
-            left - 5.0,
-            yy + 4.0,
-            us(v)
-        );
-        v *= 10.0;
+    c.grid(&mut s);
+    for (gi, r) in rs.iter().enumerate() {
+        c.group(&mut s, gi, r);
     }
-    for (gi, r) in groups.iter().enumerate() {
-        let gx = left + 10.0 + gi as f64 * (gw + ggap);
+    c.legend(&mut s);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The latency chart's geometry and its log scale, from `lo` to `hi` µs.
+struct Chart {
+    bar: f64,
+    tgap: f64,
+    ggap: f64,
+    /// the width of one scenario's group of bars
+    gw: f64,
+    left: f64,
+    top: f64,
+    h: f64,
+    width: f64,
+    height: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl Chart {
+    fn new(rs: &[ScenarioResult]) -> Chart {
+        let bar = 7.0;
+        let tgap = 5.0;
+        let ggap = 30.0;
+        let ntargets = COLORS.len() as f64;
+        let gw = ntargets * (3.0 * bar + tgap);
+        let left = 70.0;
+        let top = 50.0;
+        let h = 300.0;
+        let (lo, hi) = scale(rs);
+        Chart {
+            bar,
+            tgap,
+            ggap,
+            gw,
+            left,
+            top,
+            h,
+            width: left + rs.len() as f64 * (gw + ggap) + 160.0,
+            height: top + h + 90.0,
+            lo,
+            hi,
+        }
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        let (lo, hi) = (self.lo, self.hi);
+        self.top + self.h - (v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10()) * self.h
+    }
+
+    /// A line per power of ten.
+    fn grid(&self, s: &mut String) {
+        let left = self.left;
+        let mut v = self.lo;
+        while v <= self.hi * 1.0001 {
+            let yy = self.y(v);
+            let _ = writeln!(
+                s,
+                "<line x1=\"{left}\" x2=\"{:.0}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{:.0}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                self.width - 150.0,
+                left - 5.0,
+                yy + 4.0,
+                us(v)
+            );
+            v *= 10.0;
+        }
+    }
+
+    /// Scenario `gi`: three bars per target (n/a when it has no figures), its name below.
+    fn group(&self, s: &mut String, gi: usize, r: &ScenarioResult) {
+        let (bar, top, h) = (self.bar, self.top, self.h);
+        let gx = self.left + 10.0 + gi as f64 * (self.gw + self.ggap);
         for (ti, (name, color)) in COLORS.iter().enumerate() {
-            let tx = gx + ti as f64 * (3.0 * bar + tgap);
+            let tx = gx + ti as f64 * (3.0 * bar + self.tgap);
             let t = r.targets.iter().find(|t| t.target == *name);
             let st = t.map(|t| [&t.summary.p50_us, &t.summary.p99_us, &t.summary.p999_us]);
             match st {
                 Some(arr) if arr.iter().any(|x| x.is_some()) => {
                     for (pi, p) in arr.iter().enumerate() {
                         if let Some(p) = p {
-                            let yy = y(p.median.max(1.0));
+                            let yy = self.y(p.median.max(1.0));
                             let op = [1.0, 0.65, 0.35][pi];
                             let _ = writeln!(
                                 s,
@@ -456,30 +499,64 @@ pub fn svg(meta: &Meta, rs: &[ScenarioResult]) -> String {
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            gx + gw / 2.0,
+            gx + self.gw / 2.0,
             top + h + 18.0,
             r.name
         );
     }
-    let lx = width - 140.0;
-    for (i, (name, color)) in COLORS.iter().enumerate() {
-        let ly = top + 10.0 + i as f64 * 18.0;
+
+    /// The targets' colours, and which bar is which percentile.
+    fn legend(&self, s: &mut String) {
+        let top = self.top;
+        let lx = self.width - 140.0;
+        for (i, (name, color)) in COLORS.iter().enumerate() {
+            let ly = top + 10.0 + i as f64 * 18.0;
+            let _ = writeln!(
+                s,
+                "<rect x=\"{lx}\" y=\"{:.0}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{:.0}\" y=\"{:.0}\">{name}</text>",
+                ly,
+                lx + 18.0,
+                ly + 10.0
+            );
+        }
         let _ = writeln!(
             s,
-            "<rect x=\"{lx}\" y=\"{:.0}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{:.0}\" y=\"{:.0}\">{name}</text>",
-            ly,
-            lx + 18.0,
-            ly + 10.0
+            "<text x=\"{lx}\" y=\"{:.0}\">dark → light:</text><text x=\"{lx}\" y=\"{:.0}\">p50, p99, p99.9</text>",
+            top + 100.0,
+            top + 114.0
         );
     }
-    let _ = writeln!(
-        s,
-        "<text x=\"{lx}\" y=\"{:.0}\">dark → light:</text><text x=\"{lx}\" y=\"{:.0}\">p50, p99, p99.9</text>",
-        top + 100.0,
-        top + 114.0
-    );
-    s.push_str("</svg>\n");
-    s
+}
+
+/// The powers of ten below and above every percentile shown.
+fn scale(rs: &[ScenarioResult]) -> (f64, f64) {
+    let mut vals = Vec::new();
+    for r in rs {
+        for t in &r.targets {
+            for s in [&t.summary.p50_us, &t.summary.p99_us, &t.summary.p999_us]
+                .into_iter()
+                .flatten()
+            {
+                vals.push(s.median.max(1.0));
+            }
+        }
+    }
+    let lo = 10f64
+        .powf(
+            vals.iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min)
+                .log10()
+                .floor(),
+        )
+        .max(1.0);
+    let hi = 10f64.powf(vals.iter().copied().fold(10.0, f64::max).log10().ceil());
+    let lo = if lo.is_finite() {
+        lo.min(hi / 10.0)
+    } else {
+        1.0
+    };
+    (lo, hi)
 }
 
 pub fn write_all(out: &Path, meta: &Meta, rs: &[ScenarioResult]) -> std::io::Result<()> {

@@ -12,6 +12,11 @@
 //!   submission, which catches the login loop; [`curl::CurlBrowser`] runs it over HTTPS.
 //! - [`php`]: three `php -S` nodes running tools/php, and the student script run against
 //!   them through the engine.
+//! - [`tls`]: curl and `openssl s_client` as clients, the shared certificates, an HTTPS
+//!   engine, for tests/tests/tls_*.rs.
+//! - [`ports`] ([`free_port`], [`listeners_on`]), [`process`] ([`engine_bin`],
+//!   [`signal`], [`wait_exit`], the engine binary as a process), [`student`] (the
+//!   browser and the exam script), all re-exported here.
 
 pub mod curl;
 pub mod php;
@@ -19,17 +24,22 @@ pub mod php;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod admin;
+pub mod ports;
 pub mod process;
 pub mod raw;
+pub mod student;
+pub mod tls;
 
 pub use engine::{DriverChoice, DriverKind, Running};
+pub use ports::{free_port, listeners_on};
+pub use process::{engine_bin, signal, target_dir, wait_exit, workspace, SIGINT, SIGTERM};
+pub use student::{exam, to_login, Browser, Outcome, Student};
 pub use tools::client::{Conn, Framing, Response};
 pub use tools::origin::{Fault, Origin};
 
@@ -257,7 +267,8 @@ pub fn read_lines_until(path: &Path, n: usize, limit: Duration) -> Vec<String> {
         path.display(),
         lines.len()
     );
-    // extra lines (a request logged twice) show up within a flush or two
+    // extra lines (a request logged twice) show up within a flush or two (kept: that no
+    // extra line comes has no condition to wait on)
     std::thread::sleep(Duration::from_millis(300));
     file_lines(path)
 }
@@ -369,295 +380,4 @@ where
         stop,
         thread: Some(thread),
     }
-}
-
-/// The workspace root (tests/..).
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// The target folder (CARGO_TARGET_DIR or workspace/target).
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => {
-            let p = PathBuf::from(d);
-            if p.is_absolute() {
-                p
-            } else {
-                workspace().join(p)
-            }
-        }
-        None => workspace().join("target"),
-    }
-}
-
-/// The engine binary of that profile, built first (`cargo build -p engine`, with
-/// `--release` for release) so that it is current. Builds at most once per test binary
-/// and profile.
-pub fn engine_bin(release: bool) -> PathBuf {
-    use std::sync::OnceLock;
-    static DEBUG: OnceLock<PathBuf> = OnceLock::new();
-    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
-    let cell = if release { &RELEASE } else { &DEBUG };
-    cell.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace())
-            .args(["build", "-p", "engine", "--bin", "engine"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build -p engine{} failed:\n{}",
-            if release { " --release" } else { "" },
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let p = target_dir()
-            .join(if release { "release" } else { "debug" })
-            .join("engine");
-        assert!(p.exists(), "{} missing after the build", p.display());
-        p
-    })
-    .clone()
-}
-
-/// A free loopback port (bound and released), never the same one twice in a test
-/// binary. The configuration refuses port 0 in `bind`, so frontends get one of these.
-pub fn free_port() -> u16 {
-    use std::sync::Mutex;
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    for _ in 0..100 {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let mut g = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !g.contains(&p) {
-            g.push(p);
-            return p;
-        }
-    }
-    panic!("no free port")
-}
-
-/// Listening sockets on `port` (IPv4 and IPv6), from /proc/net/tcp{,6}.
-pub fn listeners_on(port: u16) -> usize {
-    let mut n = 0;
-    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(s) = std::fs::read_to_string(f) else {
-            continue;
-        };
-        for line in s.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 4 {
-                continue;
-            }
-            let local_port = cols[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) && cols[3] == "0A" {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
-/// Sends a signal to a child process.
-pub fn signal(child: &std::process::Child, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid.
-    let r = unsafe { libc::kill(child.id() as i32, sig) };
-    assert_eq!(r, 0, "kill({}, {sig})", child.id());
-}
-
-pub const SIGINT: i32 = libc::SIGINT;
-pub const SIGTERM: i32 = libc::SIGTERM;
-
-/// Waits for a child to exit within `limit`; kills it (and panics) otherwise.
-pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("process {} did not exit within {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The cookie jar of one student, and the connection of the lab machine they sit at.
-pub struct Browser {
-    pub addr: SocketAddr,
-    pub conn: Option<Conn>,
-    pub jar: Vec<(String, String)>,
-}
-
-impl Browser {
-    pub fn new(addr: SocketAddr) -> Browser {
-        Browser {
-            addr,
-            conn: None,
-            jar: Vec::new(),
-        }
-    }
-
-    pub fn cookie_header(&self) -> String {
-        self.jar
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    pub fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        form: Option<&str>,
-    ) -> Result<Response, String> {
-        let mut c = match self.conn.take() {
-            Some(c) => c,
-            None => Conn::connect(self.addr).map_err(|e| format!("connect: {e}"))?,
-        };
-        let cookie = self.cookie_header();
-        let mut h: Vec<(&str, &str)> = Vec::new();
-        if !cookie.is_empty() {
-            h.push(("Cookie", &cookie));
-        }
-        if form.is_some() {
-            h.push(("Content-Type", "application/x-www-form-urlencoded"));
-        }
-        let resp = c
-            .request(method, path, &h, form.unwrap_or("").as_bytes())
-            .map_err(|e| format!("{method} {path}: {e}"))?;
-        if !resp.complete {
-            return Err(format!("{method} {path}: cut response"));
-        }
-        for sc in resp.headers_all("set-cookie") {
-            let first = sc.split(';').next().unwrap_or("");
-            if let Some((k, v)) = first.split_once('=') {
-                let (k, v) = (k.trim().to_string(), v.trim().to_string());
-                self.jar.retain(|(n, _)| *n != k);
-                let gone = v.is_empty() || v == "deleted";
-                if !gone {
-                    self.jar.push((k, v));
-                }
-            }
-        }
-        let close = resp
-            .header("connection")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
-        if !close {
-            self.conn = Some(c);
-        }
-        Ok(resp)
-    }
-}
-
-/// A student's browser: requests that keep the cookies the answers set.
-pub trait Student {
-    fn request(&mut self, method: &str, path: &str, form: Option<&str>)
-        -> Result<Response, String>;
-}
-
-impl Student for Browser {
-    fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        form: Option<&str>,
-    ) -> Result<Response, String> {
-        Browser::request(self, method, path, form)
-    }
-}
-
-/// How one student's exam went.
-pub enum Outcome {
-    /// Dashboard and submission on this node.
-    Done(String),
-    /// Sent back to the login page after logging in.
-    Loop(String),
-}
-
-/// A redirect to the login page: the login loop.
-pub fn to_login(resp: &Response) -> bool {
-    resp.status / 100 == 3
-        && resp
-            .header("location")
-            .is_some_and(|l| l.contains("/login/"))
-}
-
-/// Login page, login, dashboard, quiz submission, dashboard again.
-pub fn exam(b: &mut impl Student, user: &str, attempt: &str) -> Result<Outcome, String> {
-    let resp = b.request("GET", "/login/index.php", None)?;
-    if resp.status != 200 || !resp.text().contains("Moodle") {
-        return Err(format!(
-            "{user}: login page {} {}",
-            resp.status,
-            resp.text()
-        ));
-    }
-    let form = format!("username={user}&password=secret");
-    let resp = b.request("POST", "/login/index.php", Some(&form))?;
-    if resp.status / 100 != 3 || !resp.header("location").is_some_and(|l| l.contains("/my/")) {
-        return Err(format!(
-            "{user}: login answered {} {:?} {}",
-            resp.status,
-            resp.headers,
-            resp.text()
-        ));
-    }
-    let resp = b.request("GET", "/my/", None)?;
-    if to_login(&resp) {
-        return Ok(Outcome::Loop(format!(
-            "{user}: dashboard sent back to the login page"
-        )));
-    }
-    let want = format!("Dashboard of {user} on ");
-    let text = resp.text();
-    if resp.status != 200 || !text.contains(&want) {
-        return Err(format!("{user}: dashboard {} {text}", resp.status));
-    }
-    let home = text[text.find(&want).unwrap() + want.len()..]
-        .trim()
-        .to_string();
-    let form = format!("attempt={attempt}&answer=42");
-    let resp = b.request("POST", "/mod/quiz/processattempt.php", Some(&form))?;
-    if to_login(&resp) {
-        return Ok(Outcome::Loop(format!(
-            "{user}: quiz submission sent to the login page"
-        )));
-    }
-    let want = format!("submitted {user} attempt {attempt} on {home}");
-    if resp.status != 200 || !resp.text().contains(&want) {
-        return Err(format!(
-            "{user}: submission {} {} (want {want})",
-            resp.status,
-            resp.text()
-        ));
-    }
-    let resp = b.request("GET", "/my/", None)?;
-    if to_login(&resp) {
-        return Ok(Outcome::Loop(format!(
-            "{user}: logged out after submitting"
-        )));
-    }
-    if resp.status != 200 || !resp.text().contains(&home) {
-        return Err(format!(
-            "{user}: dashboard after submitting {} {}",
-            resp.status,
-            resp.text()
-        ));
-    }
-    Ok(Outcome::Done(home))
 }

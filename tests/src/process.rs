@@ -1,9 +1,11 @@
 //! The engine as a separate process (the release binary), for what only a process can
-//! show: signals, exit status, privilege drop, what it writes on standard error.
+//! show: signals, exit status, privilege drop, what it writes on standard error. Also the
+//! helpers for any child process: the engine binary built on demand ([`engine_bin`]),
+//! signals ([`signal`]) and a bounded wait for an exit ([`wait_exit`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A running engine binary: its configuration folder, its stderr in a file.
 pub struct EngineProc {
@@ -36,7 +38,7 @@ impl EngineProc {
         let config = dir.join("lb.toml");
         std::fs::write(&config, text).expect("write lb.toml");
         let stderr = dir.join("engine.stderr");
-        let mut cmd = Command::new(crate::engine_bin(true));
+        let mut cmd = Command::new(engine_bin(true));
         cmd.args(&how.args)
             .arg("-c")
             .arg(&config)
@@ -80,7 +82,7 @@ impl EngineProc {
     }
 
     pub fn signal(&self, sig: i32) {
-        crate::signal(&self.child, sig);
+        signal(&self.child, sig);
     }
 
     pub fn pid(&self) -> u32 {
@@ -93,7 +95,7 @@ impl EngineProc {
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        crate::wait_exit(&mut self.child, limit)
+        wait_exit(&mut self.child, limit)
     }
 }
 
@@ -103,5 +105,86 @@ impl Drop for EngineProc {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The workspace root (tests/..).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The target folder (CARGO_TARGET_DIR or workspace/target).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let p = PathBuf::from(d);
+            if p.is_absolute() {
+                p
+            } else {
+                workspace().join(p)
+            }
+        }
+        None => workspace().join("target"),
+    }
+}
+
+/// The engine binary of that profile, built first (`cargo build -p engine`, with
+/// `--release` for release) so that it is current. Builds at most once per test binary
+/// and profile.
+pub fn engine_bin(release: bool) -> PathBuf {
+    use std::sync::OnceLock;
+    static DEBUG: OnceLock<PathBuf> = OnceLock::new();
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+    let cell = if release { &RELEASE } else { &DEBUG };
+    cell.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace())
+            .args(["build", "-p", "engine", "--bin", "engine"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build -p engine{} failed:\n{}",
+            if release { " --release" } else { "" },
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p = target_dir()
+            .join(if release { "release" } else { "debug" })
+            .join("engine");
+        assert!(p.exists(), "{} missing after the build", p.display());
+        p
+    })
+    .clone()
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    let r = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(r, 0, "kill({}, {sig})", child.id());
+}
+
+pub const SIGINT: i32 = libc::SIGINT;
+pub const SIGTERM: i32 = libc::SIGTERM;
+
+/// Waits for a child to exit within `limit`; kills it (and panics) otherwise.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

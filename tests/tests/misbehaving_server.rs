@@ -48,6 +48,7 @@ fn wrong_pages(addr: SocketAddr, n: usize, gap: Duration, method: &str) -> Vec<(
             Ok(r) => wrong.push((path, format!("{} {}", r.status, r.text()))),
             Err(e) => wrong.push((path, format!("error: {e}"))),
         }
+        // Kept: the students' pace, as the test asks.
         std::thread::sleep(gap);
     }
     wrong
@@ -138,6 +139,7 @@ fn trickled_response_head_is_504_at_timeout_server(driver: DriverChoice) {
             if c.write_all(&[*b]).is_err() {
                 return false;
             }
+            // Kept: the subject, a head trickled a byte every 0.5 s.
             std::thread::sleep(Duration::from_millis(500));
         }
         false
@@ -158,6 +160,7 @@ fn trickled_response_head_is_504_at_timeout_server(driver: DriverChoice) {
 fn unrequested_switching_protocols_is_502(driver: DriverChoice) {
     let s = ka_server(|c, _| {
         let _ = c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw bytes");
+        // Kept: the server holds the switched connection open a moment.
         std::thread::sleep(Duration::from_millis(200));
         false
     });

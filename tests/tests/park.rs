@@ -31,7 +31,8 @@ fn parked_connections_are_served_again_when_they_send(driver: DriverChoice) {
     let o = origins(1);
     let r = start(Web::new(&[&o[0]]).config(), driver);
     let mut clients = idle_clients(&r, 200);
-    // Well past the hold (about 200 ms): every one of them is parked.
+    // Well past the hold (about 200 ms): every one of them is parked. (Kept: the
+    // subject, clients idle on purpose; the engine shows no parked count to wait on.)
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(r.connections(), 200, "parked connections still count");
     for (i, c) in clients.iter_mut().enumerate() {
@@ -41,7 +42,8 @@ fn parked_connections_are_served_again_when_they_send(driver: DriverChoice) {
         assert_eq!(resp.status, 200, "client {i} after its long idle");
         assert!(resp.text().starts_with(&format!("GET /echo/again/{i} ")));
     }
-    // Parked a second time, then pipelined requests on the way back.
+    // Parked a second time (kept: idle on purpose), then pipelined requests on the way
+    // back.
     std::thread::sleep(Duration::from_millis(700));
     let c = &mut clients[0];
     c.send(b"GET /echo/p1 HTTP/1.1\r\nHost: a\r\n\r\nGET /echo/p2 HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -92,6 +94,7 @@ fn a_graceful_stop_closes_parked_connections(driver: DriverChoice) {
     let o = origins(1);
     let r = start(Web::new(&[&o[0]]).config(), driver);
     let mut clients = idle_clients(&r, 50);
+    // Kept: the subject, idle past the hold so that they are parked.
     std::thread::sleep(Duration::from_millis(700));
     let t0 = Instant::now();
     r.stop();

@@ -3,7 +3,8 @@
 //! naming a server that is down, in maintenance, refusing connections or unknown is
 //! balanced anew with a fresh cookie, while DRAIN (and weight 0) keep their sticky
 //! clients; a signed and dated cookie that a client can neither forge nor read, expired
-//! by maxidle and maxlife; and the `engine check` lints that catch login loops.
+//! by maxidle and maxlife. The `engine check` lints that catch login loops are in
+//! sticky_check.rs.
 //!
 //! The access log's two persistence letters (what the client sent: N none, V valid,
 //! I invalid, D down, E expired; what the engine did: N nothing, I inserted, U updated)
@@ -12,7 +13,6 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use engine::balance::ServerState;
@@ -688,6 +688,7 @@ fn dated_cookie_expires_by_maxidle_and_maxlife(driver: DriverChoice) {
             let mut refreshed = 0;
             let mut i = 0;
             while t0.elapsed() < Duration::from_millis(4200) {
+                // Kept: the subject, a student working at this pace.
                 std::thread::sleep(Duration::from_millis(600));
                 i += 1;
                 let tag = format!("busy{i}x");
@@ -712,7 +713,7 @@ fn dated_cookie_expires_by_maxidle_and_maxlife(driver: DriverChoice) {
                 refreshed >= 1,
                 "past maxidle/4 the cookie's last-seen date is refreshed"
             );
-            // Idle past maxidle (whole seconds: 3.2s > 2s plus rounding).
+            // Idle past maxidle (whole seconds: 3.2s > 2s plus rounding). Kept: the subject.
             std::thread::sleep(Duration::from_millis(3200));
             let resp = get_with(&r, "/?tag=idle1x", Some(&format!("SERVERID={value}")));
             let fresh = the_cookie(&resp, "SERVERID", "after maxidle");
@@ -746,8 +747,10 @@ fn dated_cookie_expires_by_maxidle_and_maxlife(driver: DriverChoice) {
                 );
                 assert_eq!(node(&resp), home, "{tag}");
                 assert_eq!(log_flags(&log, &tag), "VN", "{tag}");
+                // Kept: the subject, a student working at this pace.
                 std::thread::sleep(Duration::from_millis(400));
             }
+            // Kept: the subject, time passing until maxlife is over.
             while t0.elapsed() < Duration::from_millis(4300) {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -759,162 +762,4 @@ fn dated_cookie_expires_by_maxidle_and_maxlife(driver: DriverChoice) {
         idle.join().unwrap();
         life.join().unwrap();
     });
-}
-
-// ---------------------------------------------------------------- engine check
-
-fn check_file(text: &str) -> (i32, String, PathBuf) {
-    let dir = tmpdir("sticky-check");
-    let p = dir.join("lb.toml");
-    std::fs::write(&p, text).unwrap();
-    let out = Command::new(engine_bin(false))
-        .arg("check")
-        .arg("-c")
-        .arg(&p)
-        .output()
-        .expect("run engine check");
-    let s =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), s, p)
-}
-
-fn base(backend_extra: &str) -> String {
-    format!(
-        "[log]\naccess = \"off\"\n\n[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:18080\"]\n\
-         backend = \"moodle\"\n\n[[backend]]\nname = \"moodle\"\n{backend_extra}\n\
-         [[backend.server]]\nname = \"a1\"\naddress = \"127.0.0.1:19101\"\n\n\
-         [[backend.server]]\nname = \"a2\"\naddress = \"127.0.0.1:19102\"\n"
-    )
-}
-
-/// The 1-based line of the first line of `text` containing `needle`.
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).unwrap() + 1
-}
-
-#[test]
-fn check_refuses_insert_cookie_named_like_the_session_cookie() {
-    let text = base("\n[backend.cookie]\nname = \"MoodleSession\"\nmode = \"insert\"\n");
-    let (code, out, p) = check_file(&text);
-    assert_eq!(code, 1, "a lockout is an error:\n{out}");
-    let line = line_of(&text, "name = \"MoodleSession\"");
-    assert!(
-        out.contains(&format!("{}:{line}: error", p.display())),
-        "file:line of the cookie name, as an error:\n{out}"
-    );
-    let low = out.to_ascii_lowercase();
-    assert!(out.contains("MoodleSession"), "{out}");
-    assert!(
-        low.contains("login") && low.contains("loop"),
-        "it explains the login loop:\n{out}"
-    );
-    assert!(out.contains("SERVERID"), "fix 1: another name:\n{out}");
-    assert!(
-        out.contains("prefix"),
-        "fix 2: mode = \"prefix\" on the application's cookie:\n{out}"
-    );
-    assert!(out.contains("fix"), "{out}");
-
-    // Without mode (insert is the default), and with another application cookie.
-    let (code, out, _) = check_file(&base("\n[backend.cookie]\nname = \"MoodleSession\"\n"));
-    assert_eq!(code, 1, "insert is the default mode:\n{out}");
-    let (code, out, _) = check_file(&base(
-        "app_cookie = \"PHPSESSID\"\n[backend.cookie]\nname = \"PHPSESSID\"\n",
-    ));
-    assert_eq!(code, 1, "named like app_cookie:\n{out}");
-    assert!(out.contains("PHPSESSID"), "{out}");
-
-    // The two fixes pass.
-    let (code, out, _) = check_file(&base("\n[backend.cookie]\nname = \"SERVERID\"\n"));
-    assert_eq!(code, 0, "SERVERID:\n{out}");
-    let (code, out, _) = check_file(&base(
-        "\n[backend.cookie]\nname = \"MoodleSession\"\nmode = \"prefix\"\n",
-    ));
-    assert_eq!(code, 0, "prefix mode on MoodleSession:\n{out}");
-    assert!(!out.to_ascii_lowercase().contains("loop"), "{out}");
-
-    // Forced, the library takes it (as a warning), for tests that show the loop.
-    let forced = config::load_str_with(
-        &base("\n[backend.cookie]\nname = \"MoodleSession\"\n"),
-        Path::new("/tmp/x/lb.toml"),
-        &config::LoadOptions { force: true },
-    )
-    .expect("forced past the lockout lint");
-    assert!(
-        forced
-            .warnings
-            .iter()
-            .any(|w| w.to_string().contains("MoodleSession")),
-        "the lint stays, as a warning: {:?}",
-        forced.warnings
-    );
-}
-
-#[test]
-fn check_warns_about_a_check_without_host() {
-    let text = base("\n[backend.check]\nuri = \"/login/index.php\"\nexpect_status = \"200\"\n");
-    let (code, out, p) = check_file(&text);
-    assert_eq!(code, 0, "a warning, not an error:\n{out}");
-    let low = out.to_ascii_lowercase();
-    assert!(low.contains(": warning"), "{out}");
-    assert!(
-        out.contains(&p.display().to_string()),
-        "the file is named:\n{out}"
-    );
-    assert!(
-        low.contains("host") && low.contains("redirect"),
-        "it explains that Moodle redirects a probe with the wrong Host:\n{out}"
-    );
-    assert!(out.contains("host = \""), "the fix: host = \"...\":\n{out}");
-
-    let (code, out, _) = check_file(&base(
-        "\n[backend.check]\nuri = \"/login/index.php\"\nhost = \"moodle.example.edu\"\nexpect_status = \"200\"\n",
-    ));
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        !out.to_ascii_lowercase().contains(": warning"),
-        "with host and 200: no warning:\n{out}"
-    );
-}
-
-#[test]
-fn check_warns_about_a_body_check_passing_redirects_and_errors() {
-    for range in ["200-399", "200-599", "300-399", "200-404"] {
-        let text = base(&format!(
-            "\n[backend.check]\nuri = \"/login/index.php\"\nhost = \"moodle.example.edu\"\n\
-             expect_status = \"{range}\"\nexpect_string = \"Moodle\"\n"
-        ));
-        let (code, out, p) = check_file(&text);
-        assert_eq!(code, 0, "{range}: a warning, not an error:\n{out}");
-        let line = line_of(&text, "expect_status");
-        assert!(
-            out.contains(&format!("{}:{line}: warning", p.display())),
-            "{range}: file:line of expect_status, as a warning:\n{out}"
-        );
-        assert!(out.contains("expect_status"), "{out}");
-        assert!(
-            out.to_ascii_lowercase().contains("redirect"),
-            "{range}: explains that a redirect (or error page) passes:\n{out}"
-        );
-        assert!(
-            out.contains("expect_status = \"200\""),
-            "{range}: the fix:\n{out}"
-        );
-    }
-    // The default range (200-399) with a body check warns too.
-    let (code, out, _) = check_file(&base(
-        "\n[backend.check]\nuri = \"/login/index.php\"\nhost = \"moodle.example.edu\"\nexpect_string = \"Moodle\"\n",
-    ));
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("expect_status"),
-        "default expect_status 200-399 with expect_string:\n{out}"
-    );
-    // 200 only: fine.
-    let (code, out, _) = check_file(&base(
-        "\n[backend.check]\nuri = \"/login/index.php\"\nhost = \"moodle.example.edu\"\n\
-         expect_status = \"200\"\nexpect_string = \"Moodle\"\n",
-    ));
-    assert_eq!(code, 0, "{out}");
-    assert!(!out.to_ascii_lowercase().contains(": warning"), "{out}");
 }

@@ -137,6 +137,7 @@ fn keep_alive_idle_closed(driver: DriverChoice) {
     let mut c = conn(&r);
     for i in 0..8 {
         if i > 0 {
+            // Kept: the subject, the client's pace.
             std::thread::sleep(Duration::from_millis(150));
         }
         let resp = c

@@ -68,6 +68,50 @@ fn find_head_end(b: &[u8]) -> Option<usize> {
     b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
+/// A request head: what the origin answers from.
+struct Req {
+    method: String,
+    target: String,
+    close: bool,
+    clen: usize,
+}
+
+/// The request in `h` (a complete head); None when it is malformed or chunked.
+fn parse_request(h: &[u8]) -> Option<Req> {
+    let text = std::str::from_utf8(h).ok()?;
+    let mut lines = text.split("\r\n");
+    let reqline = lines.next().unwrap_or("");
+    let mut parts = reqline.split(' ');
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("").to_string();
+    let version = parts.next().unwrap_or("");
+    let mut close = version == "HTTP/1.0";
+    let mut clen = 0usize;
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("content-length") {
+            clen = v.parse().unwrap_or(0);
+        } else if k.eq_ignore_ascii_case("connection") {
+            if v.eq_ignore_ascii_case("close") {
+                close = true;
+            } else if v.eq_ignore_ascii_case("keep-alive") {
+                close = false;
+            }
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            return None; // chunked requests are not used by the bench
+        }
+    }
+    Some(Req {
+        method,
+        target,
+        close,
+        clen,
+    })
+}
+
 /// Processes complete requests in `rbuf`. Returns false on a malformed request.
 fn process(ctx: &Ctx, c: &mut Conn) -> bool {
     loop {
@@ -101,114 +145,87 @@ fn process(ctx: &Ctx, c: &mut Conn) -> bool {
         let Some(end) = find_head_end(&c.rbuf) else {
             return c.rbuf.len() < 64 * 1024;
         };
-        let (method, target, close, clen) = {
-            let h = &c.rbuf[..end];
-            let text = match std::str::from_utf8(h) {
-                Ok(t) => t,
-                Err(_) => return false,
-            };
-            let mut lines = text.split("\r\n");
-            let reqline = lines.next().unwrap_or("");
-            let mut parts = reqline.split(' ');
-            let method = parts.next().unwrap_or("").to_string();
-            let target = parts.next().unwrap_or("").to_string();
-            let version = parts.next().unwrap_or("");
-            let mut close = version == "HTTP/1.0";
-            let mut clen = 0usize;
-            for l in lines {
-                let Some((k, v)) = l.split_once(':') else {
-                    continue;
-                };
-                let v = v.trim();
-                if k.eq_ignore_ascii_case("content-length") {
-                    clen = v.parse().unwrap_or(0);
-                } else if k.eq_ignore_ascii_case("connection") {
-                    if v.eq_ignore_ascii_case("close") {
-                        close = true;
-                    } else if v.eq_ignore_ascii_case("keep-alive") {
-                        close = false;
-                    }
-                } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                    return false; // chunked requests are not used by the bench
-                }
-            }
-            (method, target, close, clen)
+        let Some(req) = parse_request(&c.rbuf[..end]) else {
+            return false;
         };
         c.rbuf.drain(..end);
-        let path = target.split('?').next().unwrap_or("");
-        match (method.as_str(), path) {
-            ("POST", "/upload") | ("PUT", "/upload") => {
-                c.discard = clen;
-                c.upload_len = Some(clen);
-                c.upload_close = close;
-                if clen == 0 {
-                    c.discard = 0;
-                    let body = "length=0\n";
-                    head(ctx, &mut c.wbuf, "200 OK", "text/plain", body.len(), close);
-                    c.wbuf.extend_from_slice(body.as_bytes());
-                    c.upload_len = None;
-                    c.close_after = close;
-                }
-                continue;
-            }
-            _ => {}
-        }
-        c.discard = clen;
-        c.upload_len = None;
-        match (method.as_str(), path) {
-            ("GET", "/") | ("GET", "/login/index.php") | ("HEAD", "/") => {
-                head(
-                    ctx,
-                    &mut c.wbuf,
-                    "200 OK",
-                    "text/html; charset=utf-8",
-                    ctx.page.len(),
-                    close,
-                );
-                if method == "GET" {
-                    c.wbuf.extend_from_slice(&ctx.page);
-                }
-            }
-            ("GET", "/download") => {
-                let size = target
-                    .split_once('?')
-                    .map(|(_, q)| q)
-                    .unwrap_or("")
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix("size="))
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(1024)
-                    .min(1 << 30);
-                head(
-                    ctx,
-                    &mut c.wbuf,
-                    "200 OK",
-                    "application/octet-stream",
-                    size,
-                    close,
-                );
-                if size <= 16 * 1024 {
-                    c.wbuf
-                        .extend_from_slice(&STATIC_BODY.get().expect("init")[..size]);
-                } else {
-                    c.body_left = size;
-                }
-            }
-            _ => {
-                let body = b"not found\n";
-                head(
-                    ctx,
-                    &mut c.wbuf,
-                    "404 Not Found",
-                    "text/plain",
-                    body.len(),
-                    close,
-                );
-                c.wbuf.extend_from_slice(body);
-            }
-        }
-        c.close_after = close;
+        answer(ctx, c, &req);
     }
+}
+
+/// Starts the answer to `req`: an upload's body to read first, or the response queued.
+fn answer(ctx: &Ctx, c: &mut Conn, req: &Req) {
+    let (method, target, close, clen) = (req.method.as_str(), &req.target, req.close, req.clen);
+    let path = target.split('?').next().unwrap_or("");
+    if let ("POST", "/upload") | ("PUT", "/upload") = (method, path) {
+        c.discard = clen;
+        c.upload_len = Some(clen);
+        c.upload_close = close;
+        if clen == 0 {
+            c.discard = 0;
+            let body = "length=0\n";
+            head(ctx, &mut c.wbuf, "200 OK", "text/plain", body.len(), close);
+            c.wbuf.extend_from_slice(body.as_bytes());
+            c.upload_len = None;
+            c.close_after = close;
+        }
+        return;
+    }
+    c.discard = clen;
+    c.upload_len = None;
+    match (method, path) {
+        ("GET", "/") | ("GET", "/login/index.php") | ("HEAD", "/") => {
+            head(
+                ctx,
+                &mut c.wbuf,
+                "200 OK",
+                "text/html; charset=utf-8",
+                ctx.page.len(),
+                close,
+            );
+            if method == "GET" {
+                c.wbuf.extend_from_slice(&ctx.page);
+            }
+        }
+        ("GET", "/download") => {
+            let size = target
+                .split_once('?')
+                .map(|(_, q)| q)
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("size="))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1024)
+                .min(1 << 30);
+            head(
+                ctx,
+                &mut c.wbuf,
+                "200 OK",
+                "application/octet-stream",
+                size,
+                close,
+            );
+            if size <= 16 * 1024 {
+                c.wbuf
+                    .extend_from_slice(&STATIC_BODY.get().expect("init")[..size]);
+            } else {
+                c.body_left = size;
+            }
+        }
+        _ => {
+            let body = b"not found\n";
+            head(
+                ctx,
+                &mut c.wbuf,
+                "404 Not Found",
+                "text/plain",
+                body.len(),
+                close,
+            );
+            c.wbuf.extend_from_slice(body);
+        }
+    }
+    c.close_after = close;
 }
 
 /// Writes what is pending. Ok(true) when everything is written.
@@ -309,50 +326,7 @@ fn worker(ctx: Ctx, addrs: Vec<SocketAddr>) -> io::Result<()> {
             let fd = ev.u64 as RawFd;
             let flags = ev.events;
             if listeners.contains(&fd) {
-                loop {
-                    // SAFETY: accept4 on our nonblocking listener.
-                    let cfd = unsafe {
-                        libc::accept4(
-                            fd,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        )
-                    };
-                    if cfd < 0 {
-                        break;
-                    }
-                    let one: libc::c_int = 1;
-                    let mut cev = libc::epoll_event {
-                        events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET | libc::EPOLLRDHUP)
-                            as u32,
-                        u64: cfd as u64,
-                    };
-                    // SAFETY: configuring and registering the new socket.
-                    unsafe {
-                        libc::setsockopt(
-                            cfd,
-                            libc::IPPROTO_TCP,
-                            libc::TCP_NODELAY,
-                            &one as *const _ as *const libc::c_void,
-                            std::mem::size_of::<libc::c_int>() as u32,
-                        );
-                        libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, cfd, &mut cev);
-                    }
-                    conns.insert(
-                        cfd,
-                        Conn {
-                            rbuf: Vec::new(),
-                            wbuf: Vec::new(),
-                            wpos: 0,
-                            body_left: 0,
-                            discard: 0,
-                            upload_len: None,
-                            upload_close: false,
-                            close_after: false,
-                        },
-                    );
-                }
+                accept_all(ep, fd, &mut conns);
                 continue;
             }
             let Some(c) = conns.get_mut(&fd) else {
@@ -362,88 +336,140 @@ fn worker(ctx: Ctx, addrs: Vec<SocketAddr>) -> io::Result<()> {
             let mut eof = false;
             if flags & ((libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32) != 0 {
                 let hangup = flags & ((libc::EPOLLRDHUP | libc::EPOLLHUP) as u32) != 0;
-                loop {
-                    // SAFETY: reading into our scratch buffer.
-                    let r = unsafe {
-                        libc::read(fd, scratch.as_mut_ptr() as *mut libc::c_void, scratch.len())
-                    };
-                    if r > 0 {
-                        let r = r as usize;
-                        // Edge-triggered: a short read drained the socket, and anything that
-                        // arrives later raises a new edge, so the read that would only say
-                        // EAGAIN is skipped (one system call per request less). Not when a
-                        // hang-up was already reported: no edge follows that.
-                        let drained = r < scratch.len() && !hangup;
-                        // discard request bodies without copying when possible
-                        if c.discard > 0 && c.rbuf.is_empty() && r <= c.discard {
-                            c.discard -= r;
-                            if c.discard == 0 {
-                                c.rbuf.clear();
-                                if !process(&ctx, c) {
-                                    dead = true;
-                                    break;
-                                }
-                            }
-                            if drained {
-                                break;
-                            }
-                            continue;
-                        }
-                        c.rbuf.extend_from_slice(&scratch[..r]);
-                        if !process(&ctx, c) {
-                            dead = true;
-                            break;
-                        }
-                        if !c.wbuf.is_empty() || c.body_left > 0 {
-                            match flush(fd, c) {
-                                Ok(_) => {}
-                                Err(_) => {
-                                    dead = true;
-                                    break;
-                                }
-                            }
-                        }
-                        if drained {
-                            break;
-                        }
-                    } else if r == 0 {
-                        eof = true;
-                        break;
-                    } else {
-                        let e = io::Error::last_os_error();
-                        if e.kind() == io::ErrorKind::Interrupted {
-                            continue;
-                        }
-                        if e.kind() != io::ErrorKind::WouldBlock {
-                            dead = true;
-                        }
-                        break;
-                    }
-                }
+                let (d, e) = read_ready(&ctx, fd, c, hangup, &mut scratch);
+                dead |= d;
+                eof = e;
             }
             if !dead {
-                match flush(fd, c) {
-                    Ok(true) => {
-                        if c.close_after {
-                            dead = true;
-                        } else if !c.rbuf.is_empty() {
-                            // a large body blocked pipelined requests: serve them now
-                            if !process(&ctx, c)
-                                || flush(fd, c).is_err()
-                                || (c.close_after && c.wbuf.is_empty() && c.body_left == 0)
-                            {
-                                dead = true;
-                            }
-                        }
-                    }
-                    Ok(false) => {}
-                    Err(_) => dead = true,
-                }
+                dead = flush_ready(&ctx, fd, c);
             }
             if dead || eof {
                 close_conn(ep, fd, &mut conns);
             }
         }
+    }
+}
+
+/// Accepts every pending connection on listener `fd` and registers it with `ep`.
+fn accept_all(ep: RawFd, fd: RawFd, conns: &mut HashMap<RawFd, Conn>) {
+    loop {
+        // SAFETY: accept4 on our nonblocking listener.
+        let cfd = unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if cfd < 0 {
+            break;
+        }
+        let one: libc::c_int = 1;
+        let mut cev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET | libc::EPOLLRDHUP) as u32,
+            u64: cfd as u64,
+        };
+        // SAFETY: configuring and registering the new socket.
+        unsafe {
+            libc::setsockopt(
+                cfd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+            libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, cfd, &mut cev);
+        }
+        conns.insert(
+            cfd,
+            Conn {
+                rbuf: Vec::new(),
+                wbuf: Vec::new(),
+                wpos: 0,
+                body_left: 0,
+                discard: 0,
+                upload_len: None,
+                upload_close: false,
+                close_after: false,
+            },
+        );
+    }
+}
+
+/// Reads what `fd` has, answering each complete request as it arrives. Returns (dead,
+/// eof): the connection failed, or the client closed it.
+fn read_ready(
+    ctx: &Ctx,
+    fd: RawFd,
+    c: &mut Conn,
+    hangup: bool,
+    scratch: &mut [u8],
+) -> (bool, bool) {
+    loop {
+        // SAFETY: reading into our scratch buffer.
+        let r = unsafe { libc::read(fd, scratch.as_mut_ptr() as *mut libc::c_void, scratch.len()) };
+        if r > 0 {
+            let r = r as usize;
+            // Edge-triggered: a short read drained the socket, and anything that arrives
+            // later raises a new edge, so the read that would only say EAGAIN is skipped
+            // (one system call per request less). Not when a hang-up was already reported:
+            // no edge follows that.
+            let drained = r < scratch.len() && !hangup;
+            // discard request bodies without copying when possible
+            if c.discard > 0 && c.rbuf.is_empty() && r <= c.discard {
+                c.discard -= r;
+                if c.discard == 0 {
+                    c.rbuf.clear();
+                    if !process(ctx, c) {
+                        return (true, false);
+                    }
+                }
+                if drained {
+                    return (false, false);
+                }
+                continue;
+            }
+            c.rbuf.extend_from_slice(&scratch[..r]);
+            if !process(ctx, c) {
+                return (true, false);
+            }
+            if (!c.wbuf.is_empty() || c.body_left > 0) && flush(fd, c).is_err() {
+                return (true, false);
+            }
+            if drained {
+                return (false, false);
+            }
+        } else if r == 0 {
+            return (false, true);
+        } else {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return (e.kind() != io::ErrorKind::WouldBlock, false);
+        }
+    }
+}
+
+/// Writes what is pending; once it is all out, closes (true) or serves the pipelined
+/// requests a large body held back. True: the connection is to be closed.
+fn flush_ready(ctx: &Ctx, fd: RawFd, c: &mut Conn) -> bool {
+    match flush(fd, c) {
+        Ok(true) => {
+            if c.close_after {
+                true
+            } else if !c.rbuf.is_empty() {
+                // a large body blocked pipelined requests: serve them now
+                !process(ctx, c)
+                    || flush(fd, c).is_err()
+                    || (c.close_after && c.wbuf.is_empty() && c.body_left == 0)
+            } else {
+                false
+            }
+        }
+        Ok(false) => false,
+        Err(_) => true,
     }
 }
 
