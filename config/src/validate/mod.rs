@@ -1,8 +1,8 @@
 //! Validation: raw structs to `types`, collecting every error and warning. This file owns
-//! the entry point ([`validate`]: the order of the sections, the backends a frontend names,
-//! the backends no frontend uses) and the shared context [`Ctx`] with its helpers for
-//! diagnostics and for the kinds of field every section has (integers, durations, paths,
-//! files, names).
+//! the entry point ([`validate`]: the order of the sections, and the checks across them:
+//! addresses bound twice, backends no frontend uses) and the shared context [`Ctx`] with
+//! its helpers for diagnostics and for the kinds of field every section has (integers,
+//! durations, paths, files, names).
 //!
 //! The sections, one file each:
 //! - `global`: `[global]`.
