@@ -11,6 +11,11 @@
 //!   into one diagnostic with the field's place and a fix ("did you mean ...").
 //! - `validate` (private): raw to [`types`], collecting every error and warning at once,
 //!   reading the files the configuration refers to (errorfile, waiting room, certificates).
+//!   A folder: `mod.rs` has the entry point and the shared context (`Ctx`: diagnostics,
+//!   integers, durations, paths, files, names); one file per section it checks: `global`,
+//!   `limits`, `log`, `timeouts` (`[defaults]` and the overrides), `frontend` (binds,
+//!   redirect, backend, set_headers), `tls`, `addr` (IP:port, addresses bound twice),
+//!   `backend`, `errorfile`, `cookie` (with the lockout lint), `check`, `server`.
 //! - [`files`]: the files a configuration names, read with a bound (regular files only,
 //!   within a size limit).
 //! - `duration` (private): [`parse_duration`].

@@ -81,32 +81,32 @@ fn key_before_eq(before: &str) -> Option<String> {
     (!key.is_empty()).then(|| key.to_owned())
 }
 
-fn place(text: &str, offset: usize, span_text: &str) -> Place {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let line = &text[line_start..line_end];
-    let on_header = header_of(line);
+/// The last `[[frontend]]`, `[[backend]]` and `[[backend.server]]` before a line: each as
+/// (its index among the tables of its kind, the offset of its header line).
+#[derive(Default)]
+struct Open {
+    fe: Option<(usize, usize)>,
+    be: Option<(usize, usize)>,
+    sv: Option<(usize, usize)>,
+}
 
-    // Table headers before this line (a header line is about its parent's context).
+/// The header of the table the text before `line_start` ends in, and the array tables open
+/// there.
+fn tables_before(text: &str, line_start: usize) -> (String, Open) {
     let mut header = String::new();
-    let (mut fe, mut be, mut sv) = (
-        None::<(usize, usize)>,
-        None::<(usize, usize)>,
-        None::<(usize, usize)>,
-    );
+    let mut open = Open::default();
     let mut pos = 0;
     for l in text[..line_start].split_inclusive('\n') {
         if let Some((h, array)) = header_of(l) {
             let next = |c: Option<(usize, usize)>| Some((c.map_or(0, |(i, _)| i + 1), pos));
             if array {
                 match h.as_str() {
-                    "frontend" => fe = next(fe),
+                    "frontend" => open.fe = next(open.fe),
                     "backend" => {
-                        be = next(be);
-                        sv = None;
+                        open.be = next(open.be);
+                        open.sv = None;
                     }
-                    "backend.server" => sv = next(sv),
+                    "backend.server" => open.sv = next(open.sv),
                     _ => {}
                 }
             }
@@ -114,14 +114,11 @@ fn place(text: &str, offset: usize, span_text: &str) -> Place {
         }
         pos += l.len();
     }
-    if let Some((h, _)) = &on_header {
-        header = h
-            .rsplit_once('.')
-            .map_or(String::new(), |(parent, _)| parent.to_owned());
-        if header == "backend" && be.is_none() {
-            be = Some((0, usize::MAX));
-        }
-    }
+    (header, open)
+}
+
+/// The section as the operator knows it: `backend "moodle" server "moodle_app_1"`.
+fn section_label(text: &str, header: &str, open: &Open) -> String {
     let label_of = |kind: &str, c: Option<(usize, usize)>| {
         let (i, p) = c.unwrap_or((0, usize::MAX));
         named(
@@ -134,14 +131,38 @@ fn place(text: &str, offset: usize, span_text: &str) -> Place {
             i,
         )
     };
-    let label = match header.as_str() {
-        "frontend" => label_of("frontend", fe),
-        "backend" => label_of("backend", be),
-        "backend.server" => format!("{} {}", label_of("backend", be), label_of("server", sv)),
-        "backend.cookie" => format!("{} cookie", label_of("backend", be)),
-        "backend.check" => format!("{} check", label_of("backend", be)),
+    match header {
+        "frontend" => label_of("frontend", open.fe),
+        "backend" => label_of("backend", open.be),
+        "backend.server" => format!(
+            "{} {}",
+            label_of("backend", open.be),
+            label_of("server", open.sv)
+        ),
+        "backend.cookie" => format!("{} cookie", label_of("backend", open.be)),
+        "backend.check" => format!("{} check", label_of("backend", open.be)),
         h => h.to_owned(),
-    };
+    }
+}
+
+fn place(text: &str, offset: usize, span_text: &str) -> Place {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[line_start..line_end];
+    let on_header = header_of(line);
+
+    // Table headers before this line (a header line is about its parent's context).
+    let (mut header, mut open) = tables_before(text, line_start);
+    if let Some((h, _)) = &on_header {
+        header = h
+            .rsplit_once('.')
+            .map_or(String::new(), |(parent, _)| parent.to_owned());
+        if header == "backend" && open.be.is_none() {
+            open.be = Some((0, usize::MAX));
+        }
+    }
+    let label = section_label(text, &header, &open);
 
     if let Some((h, _)) = on_header {
         let key = h.rsplit('.').next().unwrap_or(&h).to_owned();
@@ -159,24 +180,43 @@ fn place(text: &str, offset: usize, span_text: &str) -> Place {
         .next()
         .map(|k| k.trim().trim_matches('"').to_owned())
         .filter(|k| !k.is_empty() && !k.starts_with('#'));
-    let span_key = span_text.trim().trim_matches('"');
-    let key = if !span_key.is_empty()
-        && !span_text.contains('=')
-        && span_key.chars().all(|c| is_bare_key_char(c) || c == '.')
-        && text[offset + span_text.len()..line_end]
-            .trim_start()
-            .starts_with('=')
-    {
-        Some(span_key.to_owned())
-    } else {
-        key_before_eq(&text[line_start..offset]).or_else(|| lead_key.clone())
-    };
+    let key = key_at(
+        text,
+        offset,
+        span_text,
+        line_start..line_end,
+        lead_key.as_deref(),
+    );
     Place {
         label,
         header,
         lead_key,
         key,
         on_header: false,
+    }
+}
+
+/// The key an error at `offset` (on the line `line`, a range of `text`) is about: the
+/// span itself when it is a key followed by `=`, else the key before the nearest `=`, else
+/// the line's first key.
+fn key_at(
+    text: &str,
+    offset: usize,
+    span_text: &str,
+    line: std::ops::Range<usize>,
+    lead_key: Option<&str>,
+) -> Option<String> {
+    let span_key = span_text.trim().trim_matches('"');
+    if !span_key.is_empty()
+        && !span_text.contains('=')
+        && span_key.chars().all(|c| is_bare_key_char(c) || c == '.')
+        && text[offset + span_text.len()..line.end]
+            .trim_start()
+            .starts_with('=')
+    {
+        Some(span_key.to_owned())
+    } else {
+        key_before_eq(&text[line.start..offset]).or_else(|| lead_key.map(str::to_owned))
     }
 }
 
@@ -390,34 +430,23 @@ pub(crate) fn diagnose(err: &toml::de::Error, text: &str, file: &Path) -> Diagno
     let key = p.key.clone().unwrap_or_default();
     let hint = example(&p.header, p.lead_key.as_deref(), &key);
 
-    let (message, fix) = if let Some(rest) = raw.strip_prefix("unknown field `") {
-        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
-        // "expected `a`", "expected `a` or `b`", "expected one of `a`, `b`, `c`"
-        let accepted: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-        let list = if accepted.is_empty() {
-            "this table takes no fields".to_owned()
-        } else {
-            format!("the fields accepted here are: {}", accepted.join(", "))
-        };
-        let mut where_ = if p.label.is_empty() {
-            "at the top level".to_owned()
-        } else {
-            format!("in {}", p.label)
-        };
-        if let Some(l) = p.lead_key.as_ref().filter(|l| *l != name) {
-            where_.push(' ');
-            where_.push_str(l);
-        }
-        let message = if p.on_header {
-            format!("unknown table `{name}` {where_}")
-        } else {
-            format!("unknown field `{name}` {where_}")
-        };
-        let fix = match closest(name, &accepted) {
-            Some(c) => format!("did you mean `{c}`? {list}"),
-            None => format!("remove it or correct its name; {list}"),
-        };
-        (message, fix)
+    let (message, fix) = message_and_fix(raw, &p, hint);
+    Diagnostic {
+        severity: Severity::Error,
+        kind: DiagKind::Parse,
+        file: file.to_path_buf(),
+        line,
+        field,
+        message,
+        fix,
+    }
+}
+
+/// The message and the fix for the error `raw` from serde or the TOML parser, at `p`;
+/// `hint`: the field written correctly, where known.
+fn message_and_fix(raw: &str, p: &Place, hint: Option<&str>) -> (String, String) {
+    if let Some(rest) = raw.strip_prefix("unknown field `") {
+        unknown_field(rest, p)
     } else if let Some(rest) = raw.strip_prefix("invalid type: ") {
         let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "?"));
         let message = format!(
@@ -452,16 +481,38 @@ pub(crate) fn diagnose(err: &toml::de::Error, text: &str, file: &Path) -> Diagno
             one_line(raw),
             "check the TOML syntax on this line: key = value, text in double quotes, lists in [ ], tables as [name] or [[name]]".to_owned(),
         )
-    };
-    Diagnostic {
-        severity: Severity::Error,
-        kind: DiagKind::Parse,
-        file: file.to_path_buf(),
-        line,
-        field,
-        message,
-        fix,
     }
+}
+
+/// "unknown field `name`, expected ...": where it is, and the closest accepted field.
+fn unknown_field(rest: &str, p: &Place) -> (String, String) {
+    let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
+    // "expected `a`", "expected `a` or `b`", "expected one of `a`, `b`, `c`"
+    let accepted: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+    let list = if accepted.is_empty() {
+        "this table takes no fields".to_owned()
+    } else {
+        format!("the fields accepted here are: {}", accepted.join(", "))
+    };
+    let mut where_ = if p.label.is_empty() {
+        "at the top level".to_owned()
+    } else {
+        format!("in {}", p.label)
+    };
+    if let Some(l) = p.lead_key.as_ref().filter(|l| *l != name) {
+        where_.push(' ');
+        where_.push_str(l);
+    }
+    let message = if p.on_header {
+        format!("unknown table `{name}` {where_}")
+    } else {
+        format!("unknown field `{name}` {where_}")
+    };
+    let fix = match closest(name, &accepted) {
+        Some(c) => format!("did you mean `{c}`? {list}"),
+        None => format!("remove it or correct its name; {list}"),
+    };
+    (message, fix)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 <?php
 // A Moodle-like PHP application for the end-to-end tests (tests/tests/php.rs): the same
-// pages as the Rust origin (tools/src/origin.rs), with PHP's own file-based sessions, so
+// pages as the Rust origin (tools/src/origin/), with PHP's own file-based sessions, so
 // that the engine is tested in front of a real PHP session handler.
 //
 // Run one node per folder of sessions, e.g.

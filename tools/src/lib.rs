@@ -15,6 +15,13 @@
 //! | [`certs::self_signed`], [`certs::write_combined`] | ECDSA P-256 self-signed certificates (rcgen), PEM |
 //! | binary `origin` | `origin --name s1 --listen 127.0.0.1:9101 [--listen ...]`: runs origins until killed (the bench harness uses it) |
 //!
+//! The origin is a folder, `origin/`: `mod.rs` has the public API ([`origin::Origin`],
+//! [`origin::Fault`]) and the state its threads share; `listener` (binding, accepting, the
+//! connection loop), `request` (head and body parsing), `response` (writing answers),
+//! `routes` (path and method to endpoint), `moodle` (login, dashboard, quiz, sessions),
+//! `bodies` (echo, upload, download, slow, status, websocket) and `faults` (the faults'
+//! effects) hold the rest.
+//!
 //! # Origin endpoints
 //!
 //! Every response carries `X-Node: <name>`. Connections are kept alive for HTTP/1.1 unless
