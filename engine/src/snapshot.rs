@@ -17,6 +17,9 @@ use crate::ids::{BackendId, FrontendId, ServerId};
 #[derive(Debug)]
 pub struct FrontendRt {
     pub name: String,
+    /// Removed by a reload: it accepts nothing more, and the connections it had finish
+    /// under its last configuration (it keeps its place, so that their ids stay valid).
+    pub retired: bool,
     pub backend: Option<BackendId>,
     pub cfg: config::Frontend,
     /// `set_headers` names lower-cased, for matching what the client sent.
@@ -42,7 +45,7 @@ pub struct BackendRt {
     pub observe_errors: u32,
     pub slowstart: Option<std::time::Duration>,
     /// Requests waiting for a server slot in this backend, all cores together.
-    pub queued: AtomicU32,
+    pub queued: Arc<AtomicU32>,
     /// The waiting-room response, rendered once.
     pub waiting_room: Vec<u8>,
     /// The persistence cookie's value codec (when `cookie` is set).
@@ -64,7 +67,33 @@ pub struct ServerRt {
     /// `addr` rendered once, for a Host header on HTTP/1.0 requests without one.
     pub host_header: String,
     /// Requests in flight on this server, all cores together (per-server maxconn).
-    pub inflight: AtomicU32,
+    pub inflight: Arc<AtomicU32>,
+}
+
+/// The frontends of `cfg` in the order `prev` had them (by name), the removed ones
+/// retired in their place, the new ones after.
+fn frontends_after(
+    cfg: &Config,
+    prev: Option<&Snapshot>,
+) -> Result<Vec<FrontendRt>, crate::EngineError> {
+    let mut out = Vec::new();
+    if let Some(p) = prev {
+        for old in &p.frontends {
+            match cfg.frontends.iter().find(|f| f.name == old.name) {
+                Some(f) => out.push(FrontendRt::build(f)?),
+                None => {
+                    let be_name = old.backend.map(|b| p.backend(b).name.as_str());
+                    out.push(FrontendRt::retired(old, be_name, cfg));
+                }
+            }
+        }
+    }
+    for f in &cfg.frontends {
+        if !out.iter().any(|x| x.name == f.name) {
+            out.push(FrontendRt::build(f)?);
+        }
+    }
+    Ok(out)
 }
 
 impl ServerRt {
@@ -79,12 +108,31 @@ impl ServerRt {
             maxconn: s.maxconn,
             check_enabled: s.check && b.check.is_some(),
             host_header: s.address.to_string(),
-            inflight: AtomicU32::new(0),
+            inflight: Arc::new(AtomicU32::new(0)),
         }
     }
 }
 
 impl FrontendRt {
+    /// A frontend a reload removed: its last configuration (a connection accepted as its
+    /// listener closed is still served, TLS included), its backend found again by name
+    /// in the new configuration.
+    fn retired(old: &FrontendRt, backend_name: Option<&str>, cfg: &Config) -> FrontendRt {
+        let backend = backend_name.and_then(|n| cfg.backends.iter().position(|b| b.name == n));
+        let mut c = old.cfg.clone();
+        c.backend = backend;
+        FrontendRt {
+            name: old.name.clone(),
+            retired: true,
+            backend: backend.map(BackendId::at),
+            cfg: c,
+            set_names_lc: old.set_names_lc.clone(),
+            set_lines: old.set_lines.clone(),
+            tls: old.tls.clone(),
+            redirect_port: old.redirect_port.clone(),
+        }
+    }
+
     fn build(f: &config::Frontend) -> Result<FrontendRt, crate::EngineError> {
         let redirect_port = match f.redirect_https.as_ref().and_then(|r| r.port) {
             Some(443) | None => String::new(),
@@ -108,6 +156,7 @@ impl FrontendRt {
         };
         Ok(FrontendRt {
             name: f.name.clone(),
+            retired: false,
             backend: f.backend.map(BackendId::at),
             cfg: f.clone(),
             set_names_lc,
@@ -132,7 +181,7 @@ impl BackendRt {
             errorfile_503: b.errorfile_503.as_ref().map(|f| f.bytes.clone()),
             observe_errors: b.check.as_ref().map(|c| c.observe_errors).unwrap_or(0),
             slowstart: b.check.as_ref().and_then(|c| c.slowstart),
-            queued: AtomicU32::new(0),
+            queued: Arc::new(AtomicU32::new(0)),
             codec: b
                 .cookie
                 .as_ref()
@@ -181,21 +230,37 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn build(cfg: Config, generation: u64) -> Result<Snapshot, crate::EngineError> {
+        Snapshot::build_after(cfg, generation, None)
+    }
+
+    /// The snapshot of `cfg` that follows `prev` (a reload): frontends keep their place
+    /// by name (a removed one stays, retired), and a server whose backend, name and
+    /// address are unchanged keeps its connection slots (all cores together), as a
+    /// backend keeps its queue count.
+    pub fn build_after(
+        cfg: Config,
+        generation: u64,
+        prev: Option<&Snapshot>,
+    ) -> Result<Snapshot, crate::EngineError> {
         let mut backends = Vec::new();
         let mut servers = Vec::new();
         for (bi, b) in cfg.backends.iter().enumerate() {
-            backends.push(BackendRt::build(b, servers.len()));
-            servers.extend(
-                b.servers
-                    .iter()
-                    .map(|s| ServerRt::build(s, b, BackendId::at(bi))),
-            );
+            let mut be = BackendRt::build(b, servers.len());
+            if let Some(old) = prev.and_then(|p| p.backends.iter().find(|x| x.name == b.name)) {
+                be.queued = old.queued.clone();
+            }
+            backends.push(be);
+            for s in &b.servers {
+                let mut srv = ServerRt::build(s, b, BackendId::at(bi));
+                let key = format!("{}/{}", b.name, s.name);
+                let old = prev.and_then(|p| p.find_server(&key).map(|id| p.server(id)));
+                if let Some(old) = old.filter(|o| o.addr == s.address) {
+                    srv.inflight = old.inflight.clone();
+                }
+                servers.push(srv);
+            }
         }
-        let frontends = cfg
-            .frontends
-            .iter()
-            .map(FrontendRt::build)
-            .collect::<Result<Vec<_>, _>>()?;
+        let frontends = frontends_after(&cfg, prev)?;
         let head_limits = HeadLimits {
             max_head_bytes: cfg.limits.max_head_bytes,
             max_target_bytes: cfg.limits.max_target_bytes,
@@ -216,6 +281,19 @@ impl Snapshot {
         let (b, s) = name.split_once('/')?;
         let be = self.backends.iter().find(|x| x.name == b)?;
         be.servers().find(|&i| self.server(i).name == s)
+    }
+
+    /// The servers of this snapshot that a reload kept from `prev` (same backend, name
+    /// and address): (id here, id in `prev`).
+    pub fn kept_from(&self, prev: &Snapshot) -> Vec<(ServerId, ServerId)> {
+        self.server_ids()
+            .filter_map(|id| {
+                let s = self.server(id);
+                let key = format!("{}/{}", self.backend(s.backend).name, s.name);
+                let old = prev.find_server(&key)?;
+                (prev.server(old).addr == s.addr).then_some((id, old))
+            })
+            .collect()
     }
 
     #[inline]
@@ -302,6 +380,10 @@ pub enum Update {
     States(Arc<States>),
     /// The access log, reopened (SIGUSR1, reload).
     Log(crate::log::Sink, config::LogFormat, bool),
+    /// Listeners a reload added: (frontend name, listener).
+    Listen(Vec<(String, std::net::TcpListener)>),
+    /// Addresses a reload removed: stop accepting there.
+    Unlisten(Vec<SocketAddr>),
 }
 
 /// Counters one core writes and anyone may read (single writer: plain load+store).

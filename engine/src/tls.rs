@@ -154,6 +154,7 @@ impl ResolvesServerCert for SniResolver {
 
 /// A frontend's TLS material; each core builds its own `ServerConfig` from it so that the
 /// session cache is per core.
+#[derive(Clone)]
 pub struct TlsServer {
     resolver: Arc<SniResolver>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,

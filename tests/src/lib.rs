@@ -30,6 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod admin;
+pub mod load;
 pub mod ports;
 pub mod process;
 pub mod raw;
@@ -203,6 +204,7 @@ pub fn start_cores(cfg: config::Config, driver: DriverChoice, cores: usize) -> R
             cores,
             driver,
             pin: false,
+            reload_from: None,
         },
     )
     .unwrap_or_else(|e| panic!("engine::start on {driver:?}: {e}"));

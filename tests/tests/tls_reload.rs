@@ -64,6 +64,7 @@ fn certificate_errors_at_start_name_the_file() {
             cores: 1,
             driver: DriverChoice::Epoll,
             pin: false,
+            reload_from: None,
         },
     )
     .err()
@@ -88,6 +89,7 @@ fn certificate_errors_at_start_name_the_file() {
             cores: 1,
             driver: DriverChoice::Epoll,
             pin: false,
+            reload_from: None,
         },
     )
     .err()
@@ -126,6 +128,7 @@ fn certificate_errors_at_start_name_the_file() {
                     cores: 1,
                     driver: DriverChoice::Epoll,
                     pin: false,
+                    reload_from: None,
                 },
             )
             .err()

@@ -14,7 +14,11 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+use crate::shared::handover::{send_handover, Manifest, DONE, HELLO};
 
 /// The longest command line, newline excluded.
 pub const MAX_LINE: usize = 4096;
@@ -23,19 +27,54 @@ pub const MAX_CONNS: usize = 64;
 /// A connection with no command for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(300);
 
-/// The bound socket; its file is removed when this is dropped.
+/// The bound socket; its file is removed when this is dropped, unless another process
+/// bound that path since (a takeover).
 pub struct AdminSocket {
     path: PathBuf,
+    /// The file's (device, inode) as bound.
+    id: Option<(u64, u64)>,
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 impl Drop for AdminSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
-/// Binds the socket (replacing a stale one, refusing one a live engine answers on).
-pub fn bind(path: &Path) -> std::io::Result<(AdminSocket, UnixListener)> {
+/// Binds the socket (replacing a stale one, refusing one a live engine answers on). With
+/// `replace` (a takeover), the running engine's socket is replaced: bound beside it, then
+/// renamed over it, so that the path always answers.
+pub fn bind(path: &Path, replace: bool) -> std::io::Result<(AdminSocket, UnixListener)> {
+    if replace {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".new-{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let l = UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))?;
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        l.set_nonblocking(true)?;
+        let id = file_id(path);
+        return Ok((
+            AdminSocket {
+                path: path.to_path_buf(),
+                id,
+            },
+            l,
+        ));
+    }
     if path.exists() {
         // A live engine answers on it; a stale file from a crash does not.
         if UnixStream::connect(path).is_ok() {
@@ -52,6 +91,7 @@ pub fn bind(path: &Path) -> std::io::Result<(AdminSocket, UnixListener)> {
     Ok((
         AdminSocket {
             path: path.to_path_buf(),
+            id: file_id(path),
         },
         l,
     ))
@@ -60,8 +100,11 @@ pub fn bind(path: &Path) -> std::io::Result<(AdminSocket, UnixListener)> {
 /// Answers one command line (the health-check thread's state).
 pub type Answer = Rc<dyn Fn(&str) -> String>;
 
+/// What a takeover hands over: the manifest and the descriptors it describes.
+pub type Handover = Rc<dyn Fn() -> Result<(Manifest, Vec<OwnedFd>), String>>;
+
 /// Accepts admin connections until the runtime ends (a task of the health-check thread).
-pub async fn serve(l: UnixListener, answer: Answer) {
+pub async fn serve(l: UnixListener, answer: Answer, handover: Option<Handover>) {
     let l = match monoio::net::UnixListener::from_std(l) {
         Ok(l) => l,
         Err(e) => {
@@ -80,9 +123,9 @@ pub async fn serve(l: UnixListener, answer: Answer) {
             continue;
         }
         open.set(open.get() + 1);
-        let (open, answer) = (open.clone(), answer.clone());
+        let (open, answer, handover) = (open.clone(), answer.clone(), handover.clone());
         monoio::spawn(async move {
-            connection(conn, &*answer).await;
+            connection(conn, &*answer, handover).await;
             open.set(open.get() - 1);
         });
     }
@@ -159,10 +202,16 @@ pub fn respond(line: Line<'_>, answer: &dyn Fn(&str) -> String) -> Option<String
     })
 }
 
-async fn connection(conn: monoio::net::UnixStream, answer: &dyn Fn(&str) -> String) {
+async fn connection(
+    conn: monoio::net::UnixStream,
+    answer: &dyn Fn(&str) -> String,
+    handover: Option<Handover>,
+) {
     let mut conn = conn;
     let mut lines = Lines::default();
     let mut buf = Vec::with_capacity(4096);
+    // This connection received the sockets (a takeover): it may say DONE.
+    let mut handed = false;
     loop {
         let (r, b) = match monoio::time::timeout(IDLE, conn.read(buf)).await {
             Ok(x) => x,
@@ -174,14 +223,20 @@ async fn connection(conn: monoio::net::UnixStream, answer: &dyn Fn(&str) -> Stri
             Ok(_) => {}
         }
         let mut out = String::new();
-        let mut quit = false;
+        let (mut quit, mut hello) = (false, false);
         lines.feed(&buf, |l| {
-            if quit {
+            if quit || hello {
                 return;
             }
-            match respond(l, answer) {
-                Some(a) => out.push_str(&a),
-                None => quit = true,
+            match l {
+                Line::Command(HELLO) => hello = true,
+                Line::Command(DONE) if !handed => {
+                    out.push_str("error: no takeover on this connection\n\n");
+                }
+                l => match respond(l, answer) {
+                    Some(a) => out.push_str(&a),
+                    None => quit = true,
+                },
             }
         });
         buf.clear();
@@ -192,10 +247,34 @@ async fn connection(conn: monoio::net::UnixStream, answer: &dyn Fn(&str) -> Stri
                 _ => return,
             }
         }
+        if hello {
+            match hand_over(&conn, handover.as_ref()) {
+                Ok(()) => handed = true,
+                Err(e) => {
+                    let w = conn.write_all(format!("error: {e}\n\n").into_bytes());
+                    let _ = monoio::time::timeout(Duration::from_secs(10), w).await;
+                    return;
+                }
+            }
+        }
         if quit {
             return;
         }
     }
+}
+
+/// Sends the listening sockets and the manifest to the new process on `conn`.
+fn hand_over(conn: &monoio::net::UnixStream, handover: Option<&Handover>) -> Result<(), String> {
+    let Some(h) = handover else {
+        return Err("this engine cannot hand over its sockets".into());
+    };
+    let (manifest, fds) = h()?;
+    tracing::info!(
+        sockets = fds.len(),
+        "takeover: handing the listening sockets to a new process"
+    );
+    send_handover(conn.as_raw_fd(), &manifest, &fds)
+        .map_err(|e| format!("cannot send the sockets: {e}"))
 }
 
 #[cfg(test)]

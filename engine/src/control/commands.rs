@@ -58,13 +58,35 @@ impl State {
                 match find(self, name).map(|s| s.index()) {
                     Ok(i) => {
                         self.weight[i] = w;
+                        self.weight_set[i] = true;
                         self.publish();
                         ok
                     }
                     Err(e) => e,
                 }
             }
-            ["help"] => "commands: show servers | show info | disable server B/S | enable server B/S | set server B/S state ready|drain|maint | set weight B/S N\n\n".into(),
+            ["reload"] => match &self.reloader {
+                Some(r) => match r() {
+                    Ok(()) => ok,
+                    Err(why) => {
+                        let mut out = String::from("error: reload refused, the running configuration stays:\n");
+                        for l in why.lines() {
+                            out.push_str("  ");
+                            out.push_str(l);
+                            out.push('\n');
+                        }
+                        out.push('\n');
+                        out
+                    }
+                },
+                None => "error: this engine was not started from a file (-c FILE): nothing to reload\n\n".into(),
+            },
+            [a, b] if format!("{a} {b}") == crate::shared::handover::DONE => {
+                tracing::info!("takeover done: the new process accepts on the sockets; stopping gracefully");
+                self.shared.stop.store(true, Ordering::Relaxed);
+                ok
+            }
+            ["help"] => "commands: show servers | show info | disable server B/S | enable server B/S | set server B/S state ready|drain|maint | set weight B/S N | reload\n\n".into(),
             _ => format!("error: unknown command {:?}; try: help\n\n", line.trim()),
         }
     }
@@ -95,8 +117,9 @@ impl State {
 
     pub(super) fn show_info(&self) -> String {
         format!(
-            "version: {}\nuptime: {}s\ncores: {}\ndriver: {}\nconnections: {}\n\n",
+            "version: {}\npid: {}\nuptime: {}s\ncores: {}\ndriver: {}\nconnections: {}\n\n",
             env!("CARGO_PKG_VERSION"),
+            std::process::id(),
             self.shared.started.elapsed().as_secs(),
             self.shared.cores,
             self.shared

@@ -25,6 +25,7 @@ pub mod stats;
 mod view;
 
 use std::cell::RefCell;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,7 @@ use crossbeam_channel::{Receiver, Sender};
 pub use state::AdminState;
 use state::State;
 
+use crate::shared::handover::{ListenerInfo, Manifest, ServerHandover};
 pub use crate::shared::msg::{new_hist, ControlMsg, CoreReport, PassiveKind, ServerReport};
 pub use crate::shared::view::StatsView;
 use crate::shared::Shared;
@@ -46,11 +48,25 @@ pub struct Control {
     pub states: Arc<std::sync::Mutex<Arc<States>>>,
 }
 
-/// The listeners the health-check thread serves besides its probes.
+/// Reads the configuration file again and applies it; `Err` holds the reasons.
+pub type Reloader = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Every listening socket of the cores, duplicated, for a takeover.
+pub type ListenerSource =
+    Arc<dyn Fn() -> Result<Vec<(ListenerInfo, OwnedFd)>, String> + Send + Sync>;
+
+/// The listeners the health-check thread serves besides its probes, and what its admin
+/// socket needs from the runtime.
 #[derive(Default)]
 pub struct Endpoints {
     pub admin: Option<std::os::unix::net::UnixListener>,
     pub stats: Option<std::net::TcpListener>,
+    /// The admin `reload`.
+    pub reloader: Option<Reloader>,
+    /// The cores' sockets, for a takeover.
+    pub listeners: Option<ListenerSource>,
+    /// Server states a previous engine handed over (this one took over from it).
+    pub handed: Vec<ServerHandover>,
 }
 
 impl Control {
@@ -113,13 +129,27 @@ impl Control {
     }
 }
 
-async fn run(state: State, rx: Receiver<ControlMsg>, endpoints: Endpoints) {
+async fn run(mut state: State, rx: Receiver<ControlMsg>, endpoints: Endpoints) {
+    state.reloader = endpoints.reloader.clone();
+    if !endpoints.handed.is_empty() {
+        state.apply_handover(&endpoints.handed);
+    }
     let st = Rc::new(RefCell::new(state));
     spawn_probes(&st);
+    // A copy of the stats listener, to hand over with the cores' sockets.
+    let stats_copy = endpoints.stats.as_ref().and_then(|l| l.try_clone().ok());
     if let Some(l) = endpoints.admin {
-        let st = st.clone();
-        let answer: admin::Answer = Rc::new(move |line| st.borrow_mut().admin(line));
-        monoio::spawn(admin::serve(l, answer));
+        let answer: admin::Answer = {
+            let st = st.clone();
+            Rc::new(move |line| st.borrow_mut().admin(line))
+        };
+        let handover = endpoints.listeners.clone().map(|src| {
+            let st = st.clone();
+            let h: admin::Handover =
+                Rc::new(move || handover(&st.borrow(), &src, stats_copy.as_ref()));
+            h
+        });
+        monoio::spawn(admin::serve(l, answer, handover));
     }
     if let Some(l) = endpoints.stats {
         let st = st.clone();
@@ -142,8 +172,8 @@ async fn run(state: State, rx: Receiver<ControlMsg>, endpoints: Endpoints) {
                     server,
                     kind,
                 } => st.borrow_mut().passive(generation, server.index(), kind),
-                ControlMsg::Config(snap) => {
-                    st.borrow_mut().install(snap);
+                ControlMsg::Config(r) => {
+                    st.borrow_mut().install(*r);
                     spawn_probes(&st);
                 }
                 ControlMsg::Stats(reply) => {
@@ -164,6 +194,32 @@ async fn run(state: State, rx: Receiver<ControlMsg>, endpoints: Endpoints) {
             }
         }
     }
+}
+
+/// What a takeover hands over: every listening socket (the cores', then the stats
+/// endpoint's) and the servers' states.
+fn handover(
+    st: &State,
+    src: &ListenerSource,
+    stats: Option<&std::net::TcpListener>,
+) -> Result<(Manifest, Vec<OwnedFd>), String> {
+    let (infos, mut fds): (Vec<ListenerInfo>, Vec<OwnedFd>) = src()?.into_iter().unzip();
+    let stats = match stats {
+        Some(l) => {
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            fds.push(l.try_clone().map_err(|e| e.to_string())?.into());
+            Some(addr)
+        }
+        None => None,
+    };
+    let manifest = Manifest {
+        version: 1,
+        pid: std::process::id(),
+        listeners: infos,
+        stats,
+        servers: st.handover_servers(),
+    };
+    Ok((manifest, fds))
 }
 
 fn spawn_probes(st: &Rc<RefCell<State>>) {

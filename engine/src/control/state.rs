@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 
 use super::health::{ProbeFail, Tracker};
 use crate::balance::ServerState;
+use crate::shared::handover::ServerHandover;
 use crate::shared::msg::{CoreReport, PassiveKind};
 use crate::shared::Shared;
 use crate::snapshot::{ServerStatus, Snapshot, States, Update};
@@ -29,6 +30,11 @@ pub(super) struct State {
     pub(super) health: Vec<Tracker>,
     pub(super) admin: Vec<AdminState>,
     pub(super) weight: Vec<u32>,
+    /// The weight was set at run time (`set weight`): a reload keeps it.
+    pub(super) weight_set: Vec<bool>,
+    /// Reads the configuration file again and applies it (the admin `reload`), when the
+    /// engine was started from a file.
+    pub(super) reloader: Option<super::Reloader>,
     /// Recent passive failures per server (time of each).
     pub(super) passive: Vec<VecDeque<Instant>>,
     /// When a server last came back up (slowstart).
@@ -55,6 +61,8 @@ impl State {
         let published = States::initial(&snap);
         State {
             weight: snap.servers.iter().map(|s| s.weight).collect(),
+            weight_set: vec![false; n],
+            reloader: None,
             snap,
             shared,
             senders,
@@ -69,29 +77,37 @@ impl State {
         }
     }
 
-    pub(super) fn install(&mut self, snap: Arc<Snapshot>) {
-        // Keep admin states and health of servers that keep their backend/name.
-        let old = std::mem::replace(&mut self.snap, snap);
+    /// A reload: the servers whose backend, name and address are unchanged keep their
+    /// health, admin state, weight set at run time, slowstart ramp, recent failures and
+    /// what live traffic says of them; the cores get the new snapshot with those states,
+    /// then the listeners the reload removed and added.
+    pub(super) fn install(&mut self, r: crate::shared::msg::Reloaded) {
+        let old = std::mem::replace(&mut self.snap, r.snap);
         let n = self.snap.servers.len();
         let mut health = vec![Tracker::default(); n];
         let mut admin = vec![AdminState::Ready; n];
+        let mut weight: Vec<u32> = self.snap.servers.iter().map(|s| s.weight).collect();
+        let mut weight_set = vec![false; n];
+        let mut passive = vec![VecDeque::new(); n];
+        let mut up_since = vec![None; n];
         let mut live = super::live::Live::new(n);
-        for (i, s) in self.snap.servers.iter().enumerate() {
-            let key = format!("{}/{}", self.snap.backend(s.backend).name, s.name);
-            if let Some(j) = old.find_server(&key).map(|s| s.index()) {
-                health[i] = self.health[j].clone();
-                admin[i] = self.admin[j];
-                if let Some(l) = self.live.servers.get(j) {
-                    live.servers[i] = l.clone();
-                }
+        for (new, was) in self.snap.kept_from(&old) {
+            let (i, j) = (new.index(), was.index());
+            health[i] = self.health[j].clone();
+            admin[i] = self.admin[j];
+            if self.weight_set[j] {
+                weight[i] = self.weight[j];
+                weight_set[i] = true;
+            }
+            passive[i] = std::mem::take(&mut self.passive[j]);
+            up_since[i] = self.up_since[j];
+            if let Some(l) = self.live.servers.get(j) {
+                live.servers[i] = l.clone();
             }
         }
-        self.live = live;
-        self.health = health;
-        self.admin = admin;
-        self.weight = self.snap.servers.iter().map(|s| s.weight).collect();
-        self.passive = vec![VecDeque::new(); n];
-        self.up_since = vec![None; n];
+        (self.health, self.admin, self.weight, self.weight_set) =
+            (health, admin, weight, weight_set);
+        (self.passive, self.up_since, self.live) = (passive, up_since, live);
         self.reports = vec![None; self.shared.cores];
         let states = self.compute();
         self.published = states.clone();
@@ -99,9 +115,63 @@ impl State {
         if let Ok(mut o) = self.out.lock() {
             *o = states.clone();
         }
+        let mut listen = r.listen.into_iter();
         for s in &self.senders {
             let _ = s.send(Update::Config(self.snap.clone(), states.clone()));
+            if !r.unlisten.is_empty() {
+                let _ = s.send(Update::Unlisten(r.unlisten.clone()));
+            }
+            let l = listen.next().unwrap_or_default();
+            if !l.is_empty() {
+                let _ = s.send(Update::Listen(l));
+            }
         }
+    }
+
+    /// Every server's state, for a takeover.
+    pub(super) fn handover_servers(&self) -> Vec<ServerHandover> {
+        self.snap
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ServerHandover {
+                key: self.name(i),
+                addr: s.addr,
+                up: self.health[i].up,
+                admin: match self.admin[i] {
+                    AdminState::Ready => "ready",
+                    AdminState::Drain => "drain",
+                    AdminState::Maint => "maint",
+                }
+                .into(),
+                weight: self.weight_set[i].then_some(self.weight[i]),
+            })
+            .collect()
+    }
+
+    /// Takes over the states a previous engine handed over (by backend/name and
+    /// address), and publishes them.
+    pub(super) fn apply_handover(&mut self, servers: &[ServerHandover]) {
+        for h in servers {
+            let Some(id) = self.snap.find_server(&h.key) else {
+                continue;
+            };
+            let i = id.index();
+            if self.snap.servers[i].addr != h.addr {
+                continue;
+            }
+            self.health[i].up = h.up;
+            self.admin[i] = match h.admin.as_str() {
+                "maint" => AdminState::Maint,
+                "drain" => AdminState::Drain,
+                _ => AdminState::Ready,
+            };
+            if let Some(w) = h.weight {
+                self.weight[i] = w;
+                self.weight_set[i] = true;
+            }
+        }
+        self.publish();
     }
 
     pub(super) fn slowstart(&self, i: usize) -> Option<Duration> {

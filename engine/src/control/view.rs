@@ -44,6 +44,7 @@ impl State {
                 .frontends
                 .iter()
                 .enumerate()
+                .filter(|(_, f)| !f.retired)
                 .map(|(fi, f)| FrontendView {
                     name: f.name.clone(),
                     tls: f.tls.is_some(),

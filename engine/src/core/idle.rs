@@ -24,6 +24,10 @@ pub fn ticks_for(d: Duration) -> u64 {
         .max(1)
 }
 
+/// A graceful stop closes an idle connection once it has been quiet this many ticks
+/// (the hold: what a client sends right after an answer still gets one).
+pub const STOP_QUIET_TICKS: u64 = crate::shared::HOLD_TICKS;
+
 /// A bounded operation took too long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
@@ -59,7 +63,6 @@ pub struct IdleSet {
     free: RefCell<Vec<usize>>,
     /// Sweep ticks since the core started.
     pub now: Cell<u64>,
-    stopping: Cell<bool>,
 }
 
 impl Default for IdleSet {
@@ -74,7 +77,6 @@ impl IdleSet {
             entries: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             now: Cell::new(0),
-            stopping: Cell::new(false),
         }
     }
 
@@ -118,11 +120,9 @@ impl IdleSet {
                 now.saturating_add(clamp(demote_ticks))
             },
             expire_at: now.saturating_add(clamp(expire_ticks.max(1))),
-            wake: if self.stopping.get() && !bounded {
-                Wake::Stop
-            } else {
-                Wake::Pending
-            },
+            // Registered while stopping (a connection accepted just before its listener
+            // closed): the sweep ends it once quiet for STOP_QUIET_TICKS, as the others.
+            wake: Wake::Pending,
             bounded,
         }
     }
@@ -152,6 +152,30 @@ impl IdleSet {
             key,
             fut,
         }
+    }
+
+    /// Ends the wait `key` now, as a stop would (an accept loop whose listener a reload
+    /// removed).
+    pub fn end(&self, key: usize) {
+        let mut entries = self.entries.borrow_mut();
+        if let Some(e) = entries.get_mut(key).and_then(|e| e.as_mut()) {
+            e.wake = Wake::Stop;
+            if let Some(c) = e.canceller.take() {
+                e.canceller = Some(c.cancel());
+            }
+            if let Some(wk) = e.waker.take() {
+                wk.wake();
+            }
+        }
+    }
+
+    /// Whether the wait `key` was ended (by the sweep, a stop or [`end`](Self::end)).
+    pub fn ended(&self, key: usize) -> bool {
+        self.entries
+            .borrow()
+            .get(key)
+            .and_then(|e| e.as_ref())
+            .is_none_or(|e| e.wake != Wake::Pending)
     }
 
     /// Ends a wait; says whether the sweep cancelled it and why.
@@ -211,13 +235,16 @@ impl IdleSet {
         let now64 = self.now.get() + 1;
         self.now.set(now64);
         let now = now64 as u32;
-        self.stopping.set(stopping);
         let mut entries = self.entries.borrow_mut();
         for e in entries.iter_mut().flatten() {
             if e.wake != Wake::Pending {
                 continue;
             }
-            let w = if stopping && !e.bounded {
+            // Stopping: a connection quiet for a moment is closed; one that just got its
+            // answer is left its next request (answered with `Connection: close`), as
+            // a client sends it at once: closing under it would fail that request.
+            let quiet = now.saturating_sub(e.since) as u64 >= STOP_QUIET_TICKS;
+            let w = if stopping && !e.bounded && quiet {
                 Wake::Stop
             } else if now >= e.expire_at {
                 Wake::Expired
@@ -325,9 +352,36 @@ mod tests {
         let mut f =
             std::pin::pin!(set.bounded(Duration::from_secs(10), std::future::pending::<()>()));
         assert_eq!(poll_once(f.as_mut()), Poll::Pending);
-        set.tick(true);
+        for _ in 0..STOP_QUIET_TICKS {
+            set.tick(true);
+        }
         assert_eq!(poll_once(f.as_mut()), Poll::Pending);
         assert_eq!(set.remove(idle), Wake::Stop);
+    }
+
+    #[test]
+    fn a_graceful_stop_leaves_a_connection_that_just_got_its_answer_time_for_the_next() {
+        let set = IdleSet::new();
+        for _ in 0..10 {
+            set.tick(false);
+        }
+        let quiet = set.register(1000);
+        for _ in 0..STOP_QUIET_TICKS {
+            set.tick(false);
+        }
+        // A response just went out on this one: its client sends the next request now.
+        let fresh = set.register(1000);
+        set.tick(true);
+        assert!(set.ended(quiet), "quiet for the whole hold: closed");
+        assert!(
+            !set.ended(fresh),
+            "answered a moment ago: its next request is served"
+        );
+        for _ in 1..STOP_QUIET_TICKS {
+            set.tick(true);
+        }
+        assert!(set.ended(fresh));
+        assert_eq!(set.remove(fresh), Wake::Stop);
     }
 
     #[test]

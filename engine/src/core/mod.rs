@@ -98,6 +98,10 @@ pub struct Worker {
     pub conns: Cell<usize>,
     /// Accept loops running (each holds its listener until it ends).
     accepting: Cell<usize>,
+    /// This core's listeners, by address.
+    listening: RefCell<Vec<sweep::Listening>>,
+    /// Listeners a reload added, waiting for the sweep to start their accept loops.
+    new_listeners: RefCell<Vec<(String, std::net::TcpListener)>>,
     pub stopping: Cell<bool>,
     pub tls: RefCell<Vec<Option<monoio_rustls::TlsAcceptor>>>,
     pub driver: DriverKind,
@@ -143,6 +147,8 @@ impl Worker {
             counters: RefCell::new(Vec::new()),
             conns: Cell::new(0),
             accepting: Cell::new(0),
+            listening: RefCell::new(Vec::new()),
+            new_listeners: RefCell::new(Vec::new()),
             stopping: Cell::new(false),
             tls: RefCell::new(Vec::new()),
             driver: p.driver,
@@ -157,42 +163,58 @@ impl Worker {
             queue: RefCell::new(Vec::new()),
             next_ticket: Cell::new(0),
         };
-        w.install(&p.snap);
+        w.install(&p.snap, None);
         w
     }
 
     /// Sizes every per-server and per-backend table for `snap`, and makes its TLS
-    /// acceptors.
-    fn install(&self, snap: &Arc<Snapshot>) {
+    /// acceptors. After a reload (`prev`), a server whose backend, name and address are
+    /// unchanged keeps its counters, response times and pooled connections.
+    fn install(&self, snap: &Arc<Snapshot>, prev: Option<&Snapshot>) {
         let (servers, backends) = (snap.servers.len(), snap.backends.len());
-        *self.pools.borrow_mut() = (0..servers).map(|_| Vec::new()).collect();
+        let mut pools: Vec<Vec<pool::Pooled>> = (0..servers).map(|_| Vec::new()).collect();
+        let mut counters = vec![ServerCounters::default(); servers];
+        let mut hist: Vec<Histogram<u64>> = (0..servers).map(|_| new_hist()).collect();
+        if let Some(prev) = prev {
+            let mut old_pools = std::mem::take(&mut *self.pools.borrow_mut());
+            let old_counters = self.counters.borrow();
+            let mut old_hist = std::mem::take(&mut *self.hist.borrow_mut());
+            for (new, old) in snap.kept_from(prev) {
+                let (n, o) = (new.index(), old.index());
+                if let Some(p) = old_pools.get_mut(o) {
+                    pools[n] = std::mem::take(p);
+                }
+                if let Some(c) = old_counters.get(o) {
+                    // What is in flight finishes under the old generation's counters.
+                    counters[n] = ServerCounters {
+                        active: 0,
+                        queued: 0,
+                        ..c.clone()
+                    };
+                }
+                if let Some(h) = old_hist.get_mut(o) {
+                    hist[n] = std::mem::replace(h, new_hist());
+                }
+            }
+        }
+        *self.pools.borrow_mut() = pools;
+        *self.counters.borrow_mut() = counters;
+        *self.hist.borrow_mut() = hist;
         *self.rr.borrow_mut() = snap
             .backends
             .iter()
             .map(|b| RoundRobin::new(b.count))
             .collect();
-        *self.counters.borrow_mut() = vec![ServerCounters::default(); servers];
         self.counters_gen.set(snap.generation);
-        *self.hist.borrow_mut() = (0..servers).map(|_| new_hist()).collect();
         *self.queued.borrow_mut() = vec![0; backends];
         *self.queue.borrow_mut() = (0..backends).map(|_| Default::default()).collect();
         *self.queue_hist.borrow_mut() = (0..backends).map(|_| new_hist()).collect();
-        self.tls_failures.borrow_mut().counts = vec![0; snap.frontends.len()];
-        let tls = snap
-            .frontends
-            .iter()
-            .map(|f| {
-                let t = f.tls.as_ref()?;
-                match t.server_config() {
-                    Ok(c) => Some(monoio_rustls::TlsAcceptor::from(c)),
-                    Err(e) => {
-                        tracing::error!(frontend = %f.name, "TLS configuration refused: {e}");
-                        None
-                    }
-                }
-            })
-            .collect();
-        *self.tls.borrow_mut() = tls;
+        // Frontends keep their place across a reload (a removed one stays, retired).
+        self.tls_failures
+            .borrow_mut()
+            .counts
+            .resize(snap.frontends.len(), 0);
+        *self.tls.borrow_mut() = tls_acceptors(snap);
     }
 
     /// Applies the newest updates, if any. Cheap when there are none.
@@ -204,7 +226,8 @@ impl Worker {
         while let Ok(u) = self.updates.try_recv() {
             match u {
                 Update::Config(snap, states) => {
-                    self.install(&snap);
+                    let prev = self.snapshot();
+                    self.install(&snap, Some(&prev));
                     *self.snap.borrow_mut() = Rc::new(snap);
                     *self.states.borrow_mut() = Rc::new(states);
                 }
@@ -216,6 +239,8 @@ impl Worker {
                 Update::Log(sink, format, dontlognull) => {
                     self.log.borrow_mut().replace(sink, format, dontlognull);
                 }
+                Update::Unlisten(addrs) => self.unlisten(&addrs),
+                Update::Listen(l) => self.new_listeners.borrow_mut().extend(l),
             }
         }
     }
@@ -356,4 +381,21 @@ impl Drop for ConnGuard {
 pub fn peer_of(s: &TcpStream) -> SocketAddr {
     s.peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Each frontend's TLS acceptor (this core's own session cache).
+fn tls_acceptors(snap: &Snapshot) -> Vec<Option<monoio_rustls::TlsAcceptor>> {
+    snap.frontends
+        .iter()
+        .map(|f| {
+            let t = f.tls.as_ref()?;
+            match t.server_config() {
+                Ok(c) => Some(monoio_rustls::TlsAcceptor::from(c)),
+                Err(e) => {
+                    tracing::error!(frontend = %f.name, "TLS configuration refused: {e}");
+                    None
+                }
+            }
+        })
+        .collect()
 }

@@ -1,10 +1,12 @@
 //! A core's life: its accept loops (one per listener), the 100 ms sweep that keeps
 //! every timeout, idle pool and spare in check, and the graceful stop.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 
 use super::park::Gone;
@@ -17,9 +19,14 @@ impl Worker {
     /// idle timeout, spares, log, the report to the health-check thread.
     fn tick(self: &Rc<Self>) {
         self.refresh();
+        let added = std::mem::take(&mut *self.new_listeners.borrow_mut());
+        if !added.is_empty() && !self.stopping.get() {
+            self.listen(added);
+        }
         let stopping = self.shared.stop.load(Ordering::Relaxed);
         if stopping && !self.stopping.get() {
             self.stopping.set(true);
+            self.unlisten_all();
             self.shed_pools();
         }
         self.idle.tick(stopping);
@@ -64,19 +71,8 @@ impl Worker {
 
 /// A core's life: accept on its listeners, sweep every tick, and on stop wait for its
 /// connections to finish (at most `grace`).
-pub async fn run(
-    w: Rc<Worker>,
-    listeners: Vec<(FrontendId, std::net::TcpListener)>,
-    grace: Duration,
-) {
-    for (fe, l) in listeners {
-        match TcpListener::from_std(l) {
-            Ok(l) => {
-                monoio::spawn(accept_loop(w.clone(), fe, l));
-            }
-            Err(e) => tracing::error!(core = w.id, "listener refused by the driver: {e}"),
-        }
-    }
+pub async fn run(w: Rc<Worker>, listeners: Vec<(String, std::net::TcpListener)>, grace: Duration) {
+    w.listen(listeners);
     monoio::spawn(super::park::waiter(w.clone()));
     let mut stop_deadline: Option<Instant> = None;
     loop {
@@ -99,12 +95,63 @@ pub async fn run(
     w.report();
 }
 
-async fn accept_loop(w: Rc<Worker>, fe: FrontendId, l: TcpListener) {
-    // Woken by a graceful stop (the sweep ends every idle wait then).
-    let stop = w.idle.register(u64::MAX);
+/// An accept loop of this core: its listener's address, and the wait that ends it.
+pub struct Listening {
+    pub addr: SocketAddr,
+    key: usize,
+}
+
+impl Worker {
+    /// Starts an accept loop on each listener (at start, and for binds a reload added).
+    pub fn listen(self: &Rc<Self>, listeners: Vec<(String, std::net::TcpListener)>) {
+        for (fe, l) in listeners {
+            let addr = l
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            match TcpListener::from_std(l) {
+                Ok(l) => {
+                    // Ended by a graceful stop, or by `unlisten`: the accept in flight is
+                    // cancelled, and awaited (a connection it took still gets served).
+                    let (key, handle) = self.idle.register_with(Canceller::new(), 0, u64::MAX);
+                    self.listening.borrow_mut().push(Listening { addr, key });
+                    monoio::spawn(accept_loop(self.clone(), fe.into(), l, key, handle));
+                }
+                Err(e) => tracing::error!(core = self.id, "listener refused by the driver: {e}"),
+            }
+        }
+    }
+
+    /// Stops accepting on these addresses (binds a reload removed); their listeners
+    /// close, their connections finish.
+    pub fn unlisten(&self, addrs: &[SocketAddr]) {
+        let mut l = self.listening.borrow_mut();
+        for x in l.iter().filter(|x| addrs.contains(&x.addr)) {
+            self.idle.end(x.key);
+        }
+        l.retain(|x| !addrs.contains(&x.addr));
+    }
+
+    /// Stops accepting everywhere (a graceful stop).
+    fn unlisten_all(&self) {
+        for x in self.listening.borrow_mut().drain(..) {
+            self.idle.end(x.key);
+        }
+    }
+
+    /// The frontend a listener serves, by name, in the newest configuration (retired
+    /// there when a reload removed it while this connection was being accepted: it is
+    /// served under its last configuration all the same).
+    fn frontend_named(&self, name: &str) -> Option<FrontendId> {
+        let snap = self.snap.borrow();
+        let i = snap.frontends.iter().position(|f| f.name == name)?;
+        snap.frontend_id(i)
+    }
+}
+
+async fn accept_loop(w: Rc<Worker>, fe: Rc<str>, l: TcpListener, stop: usize, h: CancelHandle) {
     w.accepting.set(w.accepting.get() + 1);
     loop {
-        if w.stopping.get() {
+        if w.stopping.get() || w.idle.ended(stop) {
             break;
         }
         // global.maxconn: leave connections in the kernel's queue while at the limit.
@@ -113,27 +160,10 @@ async fn accept_loop(w: Rc<Worker>, fe: FrontendId, l: TcpListener) {
             monoio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
-        let accepted = monoio::select! {
-            r = l.accept() => Some(r),
-            _ = w.idle.woken(stop) => None,
-        };
-        let Some(accepted) = accepted else { break };
-        match accepted {
-            Ok((stream, peer)) => {
-                // Another core may have taken the last slot between the check above and
-                // this accept: then this connection waits here for one (the client sees
-                // what it would in the kernel's queue), and this listener accepts nothing
-                // more meanwhile. Never accepted and dropped.
-                while !take_conn_slot(&w.shared) && !w.stopping.get() {
-                    monoio::time::sleep(Duration::from_millis(5)).await;
-                }
-                if w.stopping.get() {
-                    // Stopping: it is still answered (and then closed), past the limit.
-                    w.shared.conns.fetch_add(1, Ordering::Relaxed);
-                }
-                w.conn_opened();
-                (w.serve.accepted)(w.clone(), fe, stream, peer);
-            }
+        match l.cancelable_accept(h.clone()).await {
+            // Taken even when the cancel raced it: never accepted and dropped.
+            Ok((stream, peer)) => accepted_one(&w, &fe, stream, peer).await,
+            Err(_) if w.idle.ended(stop) => break,
             Err(e) => {
                 if w.out_of_descriptors(&e) > 0 {
                     continue;
@@ -149,6 +179,27 @@ async fn accept_loop(w: Rc<Worker>, fe: FrontendId, l: TcpListener) {
     // Stopped: the listener closes here, so that new connections are refused at once
     // (a client can go elsewhere) rather than queued and reset at exit. A process that
     // took the sockets over holds copies of its own.
+}
+
+/// A connection just accepted: a `maxconn` slot for it, then its task.
+async fn accepted_one(w: &Rc<Worker>, fe: &str, stream: monoio::net::TcpStream, peer: SocketAddr) {
+    // Another core may have taken the last slot between the check before the accept and
+    // the accept: then this connection waits here for one (the client sees what it
+    // would in the kernel's queue), and this listener accepts nothing more meanwhile.
+    // Never accepted and dropped.
+    while !take_conn_slot(&w.shared) && !w.stopping.get() {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if w.stopping.get() {
+        // Stopping: it is still answered (and then closed), past the limit.
+        w.shared.conns.fetch_add(1, Ordering::Relaxed);
+    }
+    w.conn_opened();
+    w.refresh();
+    match w.frontend_named(fe) {
+        Some(id) => (w.serve.accepted)(w.clone(), id, stream, peer),
+        None => w.conn_closed(),
+    }
 }
 
 /// Takes one of `global.maxconn`'s slots (all cores together) if one is free.

@@ -316,10 +316,9 @@ async fn after<S: ClientIo>(
     next: Next,
 ) -> Option<End> {
     match next {
-        Next::KeepAlive if w.stopping.get() => {
-            st.cb.release();
-            Some(End::Close)
-        }
+        // Stopping after an answer that said keep-alive: its client may be sending the
+        // next request now, so the connection waits for it (a moment: the sweep closes
+        // one quiet for the hold), and that one is answered with `Connection: close`.
         Next::KeepAlive => {
             st.cb.release();
             None

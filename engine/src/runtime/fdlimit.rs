@@ -4,7 +4,7 @@
 /// Descriptors kept aside for everything but connections: per core its listeners, ring
 /// and the splice pipes it keeps when quiet (eight, two descriptors each); health checks,
 /// the log, admin and stats. A splice past those that finds no descriptor copies instead.
-fn fd_reserve(cores: usize) -> u64 {
+pub(super) fn fd_reserve(cores: usize) -> u64 {
     64 + cores as u64 * 32
 }
 

@@ -3,6 +3,7 @@
 //! messages to the health-check thread ([`msg`]) and the stats it answers with
 //! ([`view`]).
 
+pub mod handover;
 pub mod msg;
 pub mod view;
 

@@ -21,11 +21,22 @@ pub enum ControlMsg {
         server: ServerId,
         kind: PassiveKind,
     },
-    /// A reloaded configuration (the cores get it from here).
-    Config(Arc<Snapshot>),
+    /// A reloaded configuration (the cores get it from here, with the listeners it adds
+    /// and removes).
+    Config(Box<Reloaded>),
     /// The data of the stats page.
     Stats(Sender<Box<StatsView>>),
     Stop,
+}
+
+/// A reload, as the cores get it: the new snapshot (with the server states the
+/// health-check thread keeps), then the addresses to stop accepting on, then each core's
+/// new listeners (by frontend name), in that order on each core's channel.
+pub struct Reloaded {
+    pub snap: Arc<Snapshot>,
+    pub unlisten: Vec<std::net::SocketAddr>,
+    /// One list per core.
+    pub listen: Vec<Vec<(String, std::net::TcpListener)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

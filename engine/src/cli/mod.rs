@@ -1,5 +1,15 @@
-//! The command line: `engine [--cores N] -c FILE`, `engine check -c FILE`, `engine demo`,
-//! `engine import-haproxy FILE`, `engine --version`. `main` calls [`main`] and exits with what it returns.
+//! The command line: `engine [--cores N] -c FILE`, `engine --takeover ADMIN_SOCKET -c
+//! FILE`, `engine check [--host] -c FILE`, `engine status -s ADMIN_SOCKET`, `engine
+//! demo`, `engine import-haproxy FILE`, `engine --version`. `main` calls [`main`] and
+//! exits with what it returns.
+//!
+//! Its parts: this file (the arguments and what each command does), [`run`] (running
+//! until stopped: signals, reload, takeover), [`privileges`] (the user and group after
+//! binding), [`status`] (`engine status`, keepalived's check).
+
+mod privileges;
+pub mod run;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,6 +61,11 @@ pub struct Args {
     /// Print the version and the driver this kernel would get.
     #[arg(long)]
     pub version: bool,
+    /// Take over from the engine running with this admin socket: its listening sockets
+    /// and server states, then it stops accepting and drains (a binary upgrade without
+    /// a refused connection).
+    #[arg(long, value_name = "ADMIN_SOCKET")]
+    pub takeover: Option<PathBuf>,
     #[command(subcommand)]
     pub cmd: Option<Cmd>,
 }
@@ -58,7 +73,19 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Load and validate the configuration without binding anything.
-    Check,
+    Check {
+        /// Also check this host against the file: descriptor and locked-memory limits,
+        /// net.core.somaxconn, the local port range.
+        #[arg(long)]
+        host: bool,
+    },
+    /// One line: is the engine on this admin socket running, with a server UP in every
+    /// backend? Exit 0 if so, 1 otherwise (keepalived's vrrp_script).
+    Status {
+        /// The engine's admin socket (global.admin_socket).
+        #[arg(short = 's', long = "socket", value_name = "ADMIN_SOCKET")]
+        socket: PathBuf,
+    },
     /// Moodle-like origins and the load balancer on loopback, with a self-signed cert.
     Demo,
     /// Translate an HAProxy configuration to lb.toml, with a report.
@@ -128,15 +155,21 @@ pub fn main() -> ExitCode {
         cores: args.cores.unwrap_or_else(runtime::available_cores),
         driver: args.driver.into(),
         pin: !args.no_pin,
+        reload_from: None,
     };
     match args.cmd {
-        Some(Cmd::Check) => {
+        Some(Cmd::Check { host }) => {
             let Some(path) = args.config else {
                 eprintln!("engine check: give the configuration with -c FILE");
                 return ExitCode::from(2);
             };
-            check(&path)
+            let code = check(&path);
+            if host && code == ExitCode::SUCCESS {
+                return status::check_host(&path, opts.cores);
+            }
+            code
         }
+        Some(Cmd::Status { socket }) => status::status(&socket),
         Some(Cmd::ImportHaproxy { file }) => import_haproxy(&file),
         Some(Cmd::Demo) => match crate::demo::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
@@ -150,7 +183,7 @@ pub fn main() -> ExitCode {
                 eprintln!("engine: give the configuration with -c FILE (or try `engine demo`)");
                 return ExitCode::from(2);
             };
-            run(&path, opts, args.force)
+            run::run(&path, opts, args.force, args.takeover.as_deref())
         }
     }
 }
@@ -207,153 +240,4 @@ pub fn import_haproxy(file: &Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn load(path: &Path, force: bool) -> Result<config::Config, String> {
-    match config::load_file_with(path, &config::LoadOptions { force }) {
-        Ok(l) => {
-            for w in &l.warnings {
-                tracing::warn!("{w}");
-            }
-            Ok(l.config)
-        }
-        Err(diags) => Err(diags
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")),
-    }
-}
-
-/// Runs until SIGTERM or SIGINT; SIGHUP reloads.
-pub fn run(path: &Path, opts: Options, force: bool) -> ExitCode {
-    let cfg = match load(path, force) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            eprintln!("{}: configuration refused", path.display());
-            return ExitCode::from(1);
-        }
-    };
-    let user = cfg.global.user.clone();
-    let group = cfg.global.group.clone();
-    let running = match runtime::start(cfg, opts) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("engine: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    if let Err(e) = drop_privileges(user.as_deref(), group.as_deref()) {
-        eprintln!("engine: {e}");
-        running.stop();
-        return ExitCode::from(1);
-    }
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGPIPE, SIGTERM, SIGUSR1, SIGUSR2};
-    // Every signal an operator commonly sends is handled: none of them kills the engine
-    // unless it means to stop it.
-    let mut signals = match signal_hook::iterator::Signals::new([
-        SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE,
-    ]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("engine: cannot install signal handlers: {e}");
-            running.stop();
-            return ExitCode::from(1);
-        }
-    };
-    for sig in signals.forever() {
-        match sig {
-            SIGHUP => match load(path, force) {
-                Ok(cfg) => match running.reload(cfg) {
-                    Ok(()) => tracing::info!("configuration reloaded"),
-                    Err(e) => tracing::error!("{e}; the running configuration stays"),
-                },
-                Err(e) => tracing::error!("reload refused, the running configuration stays:\n{e}"),
-            },
-            SIGUSR1 => match running.reopen_log() {
-                Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
-                Err(e) => tracing::error!("SIGUSR1: {e}; the cores keep logging where they did"),
-            },
-            SIGUSR2 | SIGPIPE => tracing::info!("signal {sig} ignored"),
-            _ => {
-                tracing::info!("stopping: finishing in-flight requests");
-                break;
-            }
-        }
-    }
-    running.stop();
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
-}
-
-/// Switches to `group` and `user` once the ports are bound: supplementary groups first
-/// (the user's own, or none), then the group, then the user, each checked. Any step that
-/// fails stops the engine: it never runs on as root when told to run as someone else.
-fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
-    use std::ffi::CString;
-    let gid = match group {
-        Some(g) => Some(group_id(g)?),
-        None => None,
-    };
-    let Some(u) = user else {
-        if let Some(gid) = gid {
-            // SAFETY: setgroups with an empty list; setgid with a gid from getgrnam.
-            if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
-                return Err(format!(
-                    "cannot clear the supplementary groups: {}",
-                    last_err()
-                ));
-            }
-            if unsafe { libc::setgid(gid) } != 0 {
-                return Err(format!("cannot switch to group {group:?}: {}", last_err()));
-            }
-        }
-        return Ok(());
-    };
-    let c = CString::new(u).map_err(|_| format!("bad user name {u:?}"))?;
-    // SAFETY: c is a valid C string; getpwnam returns NULL or a valid pointer, read at once.
-    let (uid, user_gid) = unsafe {
-        let pw = libc::getpwnam(c.as_ptr());
-        if pw.is_null() {
-            return Err(format!("user {u:?} does not exist"));
-        }
-        ((*pw).pw_uid, (*pw).pw_gid)
-    };
-    let gid = gid.unwrap_or(user_gid);
-    // SAFETY: plain credential calls with values read above; glibc applies them to every
-    // thread of the process.
-    unsafe {
-        if libc::initgroups(c.as_ptr(), gid) != 0 {
-            return Err(format!("cannot set the groups of {u:?}: {}", last_err()));
-        }
-        if libc::setgid(gid) != 0 {
-            return Err(format!("cannot switch to group {gid}: {}", last_err()));
-        }
-        if libc::setuid(uid) != 0 {
-            return Err(format!("cannot switch to user {u:?}: {}", last_err()));
-        }
-        if uid != 0 && (libc::getuid() == 0 || libc::geteuid() == 0 || libc::setuid(0) == 0) {
-            return Err(format!(
-                "still root after switching to {u:?}: refusing to run"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn group_id(g: &str) -> Result<libc::gid_t, String> {
-    let c = std::ffi::CString::new(g).map_err(|_| format!("bad group name {g:?}"))?;
-    // SAFETY: c is a valid C string; getgrnam returns NULL or a valid pointer, read at once.
-    unsafe {
-        let gr = libc::getgrnam(c.as_ptr());
-        if gr.is_null() {
-            return Err(format!("group {g:?} does not exist"));
-        }
-        Ok((*gr).gr_gid)
-    }
-}
-
-fn last_err() -> std::io::Error {
-    std::io::Error::last_os_error()
 }
