@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the end-to-end tests drive (curl, openssl,
-# PHP, Chromium, Python's prometheus_client) from the package registries, builds the
-# release binary the tests run, then runs every test of the workspace.
+# PHP, Chromium, keepalived, systemd-analyze, Python's prometheus_client) from the
+# package registries, builds the release binary the tests run, then runs every test of
+# the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v php >/dev/null || need+=(php-cli)
 command -v chromium >/dev/null || need+=(chromium)
 command -v ss >/dev/null || need+=(iproute2)
+command -v keepalived >/dev/null || need+=(keepalived)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

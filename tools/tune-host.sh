@@ -32,6 +32,9 @@ settings=(
   "net.core.netdev_max_backlog 16384 packets queued per core before the TCP stack"
   # Keep-alive probes on idle connections stop being sent to vanished clients sooner.
   "net.ipv4.tcp_keepalive_time 600 seconds before keep-alive probes on an idle connection"
+  # A keepalived pair (tools/keepalived): the standby engine listens on the virtual
+  # address before it holds it, so that it serves the moment the address moves.
+  "net.ipv4.ip_nonlocal_bind 1 the standby of a pair listens on the virtual address it does not hold yet"
 )
 
 # The engine's own descriptor limit: the systemd unit's LimitNOFILE (tools/systemd)
@@ -49,7 +52,11 @@ for s in "${settings[@]}"; do
     echo "sysctl -w ${key}=\"${value}\"    # ${why}"
   fi
 done
+# Locked memory: io_uring rings count against it on kernels before 5.12 (later ones
+# charge the memory cgroup instead); 64 MiB holds a ring per core with room.
+memlock=65536
 limits="engine soft nofile ${nofile}"$'\n'"engine hard nofile ${nofile}"$'\n'"root soft nofile ${nofile}"$'\n'"root hard nofile ${nofile}"
+limits+=$'\n'"engine soft memlock ${memlock}"$'\n'"engine hard memlock ${memlock}"
 
 if [ "$apply" = 1 ]; then
   printf '%s' "$conf" >/etc/sysctl.d/60-engine.conf

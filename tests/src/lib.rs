@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 pub mod admin;
 pub mod load;
+pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod raw;

@@ -30,7 +30,12 @@ pub struct Tally {
     pub max_gap_end: Option<Instant>,
     /// The servers that answered, in order, each with the count of answers in a row.
     pub servers: Vec<(String, u64)>,
+    /// Every gap between two responses over [`GAP_KEPT`]: (when it ended, how long).
+    pub gaps: Vec<(Instant, Duration)>,
 }
+
+/// Gaps between responses at least this long are kept (with when they ended).
+pub const GAP_KEPT: Duration = Duration::from_millis(2);
 
 /// All connections together.
 #[derive(Debug, Default)]
@@ -44,7 +49,32 @@ pub struct Report {
     pub per_conn: Vec<Tally>,
 }
 
+/// The longest gaps near some moments and away from them.
+#[derive(Debug, Clone, Copy)]
+pub struct Gaps {
+    /// The longest gap on one connection overlapping a window after one of the moments.
+    pub near: Duration,
+    /// The longest elsewhere.
+    pub elsewhere: Duration,
+}
+
 impl Report {
+    /// The longest gap between two responses on one connection that overlaps
+    /// `[t, t + window]` for one of `moments`, and the longest that overlaps none.
+    pub fn gaps_near(&self, moments: &[Instant], window: Duration) -> Gaps {
+        let mut g = Gaps {
+            near: Duration::ZERO,
+            elsewhere: Duration::ZERO,
+        };
+        for (end, len) in self.per_conn.iter().flat_map(|t| t.gaps.iter()) {
+            let start = *end - *len;
+            let near = moments.iter().any(|&m| start <= m + window && *end >= m);
+            let slot = if near { &mut g.near } else { &mut g.elsewhere };
+            *slot = (*slot).max(*len);
+        }
+        g
+    }
+
     /// A one-line summary for the test's output.
     pub fn summary(&self) -> String {
         format!(
@@ -152,9 +182,14 @@ fn one_connection(spec: &Spec, stop: &AtomicBool) -> Tally {
         let now = Instant::now();
         let gap = now - last;
         last = now;
-        if gap > t.max_gap && t.ok > 0 {
-            t.max_gap = gap;
-            t.max_gap_end = Some(now);
+        if t.ok > 0 {
+            if gap > t.max_gap {
+                t.max_gap = gap;
+                t.max_gap_end = Some(now);
+            }
+            if gap >= GAP_KEPT {
+                t.gaps.push((now, gap));
+            }
         }
         let server = served_by(&resp.text()).unwrap_or_else(|| "?".into());
         if !resp.complete {

@@ -11,6 +11,8 @@ pub struct Browser {
     pub addr: SocketAddr,
     pub conn: Option<Conn>,
     pub jar: Vec<(String, String)>,
+    /// How long a connect may take (10 s unless set).
+    pub connect_timeout: std::time::Duration,
 }
 
 impl Browser {
@@ -19,6 +21,7 @@ impl Browser {
             addr,
             conn: None,
             jar: Vec::new(),
+            connect_timeout: std::time::Duration::from_secs(10),
         }
     }
 
@@ -38,7 +41,8 @@ impl Browser {
     ) -> Result<Response, String> {
         let mut c = match self.conn.take() {
             Some(c) => c,
-            None => Conn::connect(self.addr).map_err(|e| format!("connect: {e}"))?,
+            None => Conn::connect_within(self.addr, self.connect_timeout)
+                .map_err(|e| format!("connect: {e}"))?,
         };
         let cookie = self.cookie_header();
         let mut h: Vec<(&str, &str)> = Vec::new();

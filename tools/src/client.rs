@@ -77,7 +77,12 @@ enum Fill {
 impl Conn {
     /// Connects, with TCP_NODELAY and a 10 s read and write timeout.
     pub fn connect(addr: SocketAddr) -> io::Result<Conn> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        Conn::connect_within(addr, Duration::from_secs(10))
+    }
+
+    /// Connects within `limit`, with TCP_NODELAY and a 10 s read and write timeout.
+    pub fn connect_within(addr: SocketAddr, limit: Duration) -> io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, limit)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;

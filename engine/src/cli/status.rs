@@ -103,7 +103,7 @@ fn show_servers(socket: &Path) -> Result<String, String> {
 
 pub fn status(socket: &Path) -> ExitCode {
     match show_servers(socket) {
-        Ok(out) if out.starts_with("error") => {
+        Ok(out) if !out.starts_with("# ") => {
             println!(
                 "{} did not answer as an engine: {}",
                 socket.display(),

@@ -226,10 +226,20 @@ impl Worker {
         while let Ok(u) = self.updates.try_recv() {
             match u {
                 Update::Config(snap, states) => {
+                    // The whole time this core serves nothing for a reload.
+                    let t = std::time::Instant::now();
                     let prev = self.snapshot();
                     self.install(&snap, Some(&prev));
+                    let generation = snap.generation;
                     *self.snap.borrow_mut() = Rc::new(snap);
                     *self.states.borrow_mut() = Rc::new(states);
+                    drop(prev);
+                    tracing::info!(
+                        core = self.id,
+                        generation,
+                        "configuration installed in {} µs",
+                        t.elapsed().as_micros()
+                    );
                 }
                 Update::States(s) => {
                     if s.generation == self.snap.borrow().generation {
