@@ -11,6 +11,8 @@ pub enum State {
     Ready,
     Reloading,
     Stopping,
+    /// A takeover's new process: it is the service's main process now.
+    TookOver,
 }
 
 /// The message for `state`, `now_usec` being CLOCK_MONOTONIC in microseconds.
@@ -21,6 +23,10 @@ pub fn message(state: State, now_usec: u64) -> String {
         State::Stopping => {
             "STOPPING=1\nSTATUS=stopping: finishing in-flight requests\n".to_string()
         }
+        State::TookOver => format!(
+            "MAINPID={}\nREADY=1\nSTATUS=serving (took over)\n",
+            std::process::id()
+        ),
     }
 }
 
