@@ -115,6 +115,12 @@ pub(crate) struct RawLimits {
     pub pool_max_idle_per_server: Option<S<i64>>,
     pub pool_idle_timeout: Option<S<Scalar>>,
     pub drop_underscore_headers: Option<S<bool>>,
+    pub h2_max_concurrent_streams: Option<S<i64>>,
+    pub h2_max_header_list_size: Option<S<i64>>,
+    pub h2_max_resets_per_second: Option<S<i64>>,
+    pub h2_max_control_frames_per_second: Option<S<i64>>,
+    pub h2_max_continuation_frames: Option<S<i64>>,
+    pub h2_stream_idle_timeout: Option<S<Scalar>>,
 }
 
 /// `[defaults]`; the same fields are repeated in `RawFrontend` and `RawBackend`.
@@ -155,6 +161,8 @@ pub(crate) struct RawFrontend {
     pub timeout_keep_alive: Option<S<Scalar>>,
     pub timeout_queue: Option<S<Scalar>>,
     pub retries: Option<S<i64>>,
+    pub alpn: Option<S<Vec<S<String>>>>,
+    pub h2c: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -51,6 +51,24 @@ pub struct Limits {
     /// same as the header the engine sets. Default true. Whatever this says, a name that
     /// differs from a header the engine sets only by `_` for `-` is never forwarded.
     pub drop_underscore_headers: bool,
+    /// HTTP/2: streams open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    /// Default 100.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: the largest header list a client may send, bytes, as RFC 9113 counts it
+    /// (SETTINGS_MAX_HEADER_LIST_SIZE). Default 65536.
+    pub h2_max_header_list_size: u32,
+    /// HTTP/2: streams a client may reset per second on one connection (rapid reset);
+    /// past it the connection ends with GOAWAY ENHANCE_YOUR_CALM. Default 100.
+    pub h2_max_resets_per_second: u32,
+    /// HTTP/2: SETTINGS, PING, PRIORITY and empty DATA frames a client may send per
+    /// second on one connection; past it GOAWAY ENHANCE_YOUR_CALM. Default 100.
+    pub h2_max_control_frames_per_second: u32,
+    /// HTTP/2: CONTINUATION frames in one header block; past it GOAWAY
+    /// ENHANCE_YOUR_CALM. Default 16.
+    pub h2_max_continuation_frames: u32,
+    /// HTTP/2: a stream that makes no progress for this long (a flow-control window that
+    /// never opens, a body that stops coming) is reset. Default 30s.
+    pub h2_stream_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -64,6 +82,12 @@ impl Default for Limits {
             pool_max_idle_per_server: 20000,
             pool_idle_timeout: Duration::from_secs(30),
             drop_underscore_headers: true,
+            h2_max_concurrent_streams: 100,
+            h2_max_header_list_size: 65536,
+            h2_max_resets_per_second: 100,
+            h2_max_control_frames_per_second: 100,
+            h2_max_continuation_frames: 16,
+            h2_stream_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -140,6 +164,28 @@ pub struct Frontend {
     /// X-Forwarded-For: the client's address, replacing any sent. Default true.
     pub forwarded_for: bool,
     pub timeouts: Timeouts,
+    /// The protocols offered in the TLS handshake (ALPN), in order of preference: `h2`
+    /// and/or `http/1.1`. Default both, h2 first; `["http/1.1"]` turns HTTP/2 off.
+    pub alpn: Vec<Alpn>,
+    /// Plain-text HTTP/2 with prior knowledge (h2c) on this frontend (without TLS): a
+    /// connection that opens with the HTTP/2 preface is served as HTTP/2. Default false.
+    pub h2c: bool,
+}
+
+/// An ALPN protocol the engine speaks to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    H2,
+    Http11,
+}
+
+impl Alpn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alpn::H2 => "h2",
+            Alpn::Http11 => "http/1.1",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -342,6 +342,12 @@ max_body_bytes = 0
 pool_max_idle_per_server = 8
 pool_idle_timeout = "90s"
 drop_underscore_headers = false
+h2_max_concurrent_streams = 50
+h2_max_header_list_size = 32768
+h2_max_resets_per_second = 20
+h2_max_control_frames_per_second = 30
+h2_max_continuation_frames = 4
+h2_stream_idle_timeout = "15s"
 
 [log]
 access = "logs/access.log"
@@ -353,6 +359,7 @@ name = "web"
 bind = ["0.0.0.0:8080", "[::1]:8080"]
 backend = "moodle"
 forwarded_for = false
+h2c = true
 redirect_https = { code = 308, except_prefixes = ["/a", "/b"] }
 set_headers = { "Z-Last" = "1", "A-First" = "2", "M-Mid" = "3" }
 
@@ -417,6 +424,12 @@ backup = true
             pool_max_idle_per_server: 8,
             pool_idle_timeout: Duration::from_secs(90),
             drop_underscore_headers: false,
+            h2_max_concurrent_streams: 50,
+            h2_max_header_list_size: 32768,
+            h2_max_resets_per_second: 20,
+            h2_max_control_frames_per_second: 30,
+            h2_max_continuation_frames: 4,
+            h2_stream_idle_timeout: Duration::from_secs(15),
         }
     );
     assert_eq!(
@@ -430,6 +443,8 @@ backup = true
     let f = &c.frontends[0];
     assert_eq!(f.bind.len(), 2);
     assert!(!f.forwarded_for);
+    assert!(f.h2c);
+    assert_eq!(f.alpn, [Alpn::H2, Alpn::Http11], "the default");
     assert_eq!(
         f.redirect_https,
         Some(RedirectHttps {

@@ -149,7 +149,7 @@ impl FrontendRt {
         }
         let tls = match &f.tls {
             Some(t) => Some(
-                crate::tls::TlsServer::load(t)
+                crate::tls::TlsServer::load(t, &f.alpn)
                     .map_err(|e| crate::EngineError::Tls(f.name.clone(), e))?,
             ),
             None => None,

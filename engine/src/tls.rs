@@ -160,6 +160,8 @@ pub struct TlsServer {
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
     pub handshake_timeout: std::time::Duration,
     resumption: bool,
+    /// The ALPN protocols offered, in order.
+    alpn: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for TlsServer {
@@ -170,8 +172,21 @@ impl fmt::Debug for TlsServer {
     }
 }
 
+/// The protocols to offer: the frontend's `alpn`, with http/1.0 after http/1.1 (a client
+/// that offers only it, curl --http1.0, is served rather than refused at the handshake).
+fn alpn_list(alpn: &[config::Alpn]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for a in alpn {
+        out.push(a.as_str().as_bytes().to_vec());
+        if *a == config::Alpn::Http11 {
+            out.push(b"http/1.0".to_vec());
+        }
+    }
+    out
+}
+
 impl TlsServer {
-    pub fn load(t: &config::Tls) -> Result<TlsServer, TlsError> {
+    pub fn load(t: &config::Tls, alpn: &[config::Alpn]) -> Result<TlsServer, TlsError> {
         let provider = provider();
         let mut certs = Vec::new();
         for c in &t.certs {
@@ -187,6 +202,7 @@ impl TlsServer {
             ticketer,
             handshake_timeout: t.handshake_timeout,
             resumption: t.session_resumption,
+            alpn: alpn_list(alpn),
         })
     }
 
@@ -201,9 +217,7 @@ impl TlsServer {
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(self.resolver.clone());
-        // http/1.0 too: a client that offers only it (curl --http1.0) is served rather than
-        // refused at the handshake.
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+        cfg.alpn_protocols = self.alpn.clone();
         if self.resumption {
             cfg.session_storage = ServerSessionMemoryCache::new(4096);
             cfg.ticketer = self.ticketer.clone();

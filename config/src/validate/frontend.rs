@@ -9,7 +9,7 @@ use super::{
     NOWHERE,
 };
 use crate::raw::{OrderedMap, RawBackend, RawConfig, RawFrontend, RawRedirect, Scalar, S};
-use crate::types::{Frontend, RedirectHttps, Timeouts};
+use crate::types::{Alpn, Frontend, RedirectHttps, Timeouts};
 use std::collections::HashSet;
 use std::ops::Range;
 
@@ -134,6 +134,7 @@ fn validate_frontend(
         .map_or_else(Vec::new, |h| validate_set_headers(h, label, cx));
 
     let timeouts = cx.timeouts(&rf.timeouts(), env.defaults, label);
+    let (alpn, h2c) = validate_http2(rf, label, cx);
     Frontend {
         name,
         bind,
@@ -143,7 +144,72 @@ fn validate_frontend(
         set_headers,
         forwarded_for: rf.forwarded_for.as_ref().is_none_or(|v| *v.get_ref()),
         timeouts,
+        alpn,
+        h2c,
     }
+}
+
+/// `alpn` (TLS frontends: the protocols offered, h2 and/or http/1.1) and `h2c`
+/// (plain-text HTTP/2 with prior knowledge, on a frontend without TLS).
+fn validate_http2(rf: &RawFrontend, label: &str, cx: &mut Ctx) -> (Vec<Alpn>, bool) {
+    let mut alpn = vec![Alpn::H2, Alpn::Http11];
+    if let Some(list) = &rf.alpn {
+        let mut got = Vec::new();
+        for p in list.get_ref() {
+            let a = match p.get_ref().as_str() {
+                "h2" => Alpn::H2,
+                "http/1.1" => Alpn::Http11,
+                other => {
+                    cx.err(
+                        &p.span(),
+                        fld(label, "alpn"),
+                        format!("{other:?} is not a protocol the engine speaks to clients"),
+                        "write alpn = [\"h2\", \"http/1.1\"] (the default), or [\"http/1.1\"] to turn HTTP/2 off",
+                    );
+                    continue;
+                }
+            };
+            if got.contains(&a) {
+                cx.err(
+                    &p.span(),
+                    fld(label, "alpn"),
+                    format!("{:?} is listed twice", a.as_str()),
+                    "name each protocol once",
+                );
+                continue;
+            }
+            got.push(a);
+        }
+        if list.get_ref().is_empty() {
+            cx.err(
+                &list.span(),
+                fld(label, "alpn"),
+                "is empty: no client could speak to this frontend",
+                "write alpn = [\"h2\", \"http/1.1\"] (the default), or [\"http/1.1\"] to turn HTTP/2 off",
+            );
+        }
+        if rf.tls.is_none() {
+            cx.warn(
+                &list.span(),
+                fld(label, "alpn"),
+                "this frontend has no TLS: ALPN is part of the TLS handshake and changes nothing here",
+                "remove alpn, or set h2c = true for plain-text HTTP/2 with prior knowledge",
+            );
+        }
+        if !got.is_empty() {
+            alpn = got;
+        }
+    }
+    let h2c = rf.h2c.as_ref().is_some_and(|v| *v.get_ref());
+    if let (true, Some(_), Some(v)) = (h2c, &rf.tls, &rf.h2c) {
+        cx.err(
+            &v.span(),
+            fld(label, "h2c"),
+            "h2c is plain-text HTTP/2: this frontend terminates TLS, where HTTP/2 is negotiated with alpn",
+            "remove h2c here (alpn already offers h2), or set it on a frontend without tls",
+        );
+    }
+    (alpn, h2c)
 }
 
 /// The addresses of `bind`, each also added to `binds` with the frontend's (label, index).

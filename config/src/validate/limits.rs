@@ -1,4 +1,5 @@
-//! `[limits]`: the bounds on a request's head and body, and the idle pool to the servers.
+//! `[limits]`: the bounds on a request's head and body, the idle pool to the servers,
+//! and the HTTP/2 abuse limits.
 
 use super::{fld, Ctx};
 use crate::raw::RawLimits;
@@ -9,7 +10,67 @@ pub(super) fn validate_limits(l: Option<&RawLimits>, cx: &mut Ctx) -> Limits {
     let Some(l) = l else { return out };
     head_limits(l, &mut out, cx);
     body_and_pool_limits(l, &mut out, cx);
+    h2_limits(l, &mut out, cx);
     out
+}
+
+/// The HTTP/2 abuse limits.
+fn h2_limits(l: &RawLimits, out: &mut Limits, cx: &mut Ctx) {
+    let p = "limits";
+    let ints = [
+        (
+            &l.h2_max_concurrent_streams,
+            "h2_max_concurrent_streams",
+            1,
+            10_000,
+            "write h2_max_concurrent_streams = 100 (1 to 10000)",
+        ),
+        (
+            &l.h2_max_header_list_size,
+            "h2_max_header_list_size",
+            1024,
+            16 << 20,
+            "write h2_max_header_list_size = 65536 (1024 to 16777216)",
+        ),
+        (
+            &l.h2_max_resets_per_second,
+            "h2_max_resets_per_second",
+            1,
+            1_000_000,
+            "write h2_max_resets_per_second = 100",
+        ),
+        (
+            &l.h2_max_control_frames_per_second,
+            "h2_max_control_frames_per_second",
+            1,
+            1_000_000,
+            "write h2_max_control_frames_per_second = 100",
+        ),
+        (
+            &l.h2_max_continuation_frames,
+            "h2_max_continuation_frames",
+            1,
+            10_000,
+            "write h2_max_continuation_frames = 16",
+        ),
+    ];
+    let mut got = [None; 5];
+    for (i, (v, name, lo, hi, fix)) in ints.into_iter().enumerate() {
+        if let Some(v) = v {
+            got[i] = cx.int(v, p, name, lo, hi, fix).map(|n| n as u32);
+        }
+    }
+    let [streams, list, resets, control, continuation] = got;
+    out.h2_max_concurrent_streams = streams.unwrap_or(out.h2_max_concurrent_streams);
+    out.h2_max_header_list_size = list.unwrap_or(out.h2_max_header_list_size);
+    out.h2_max_resets_per_second = resets.unwrap_or(out.h2_max_resets_per_second);
+    out.h2_max_control_frames_per_second = control.unwrap_or(out.h2_max_control_frames_per_second);
+    out.h2_max_continuation_frames = continuation.unwrap_or(out.h2_max_continuation_frames);
+    if let Some(v) = &l.h2_stream_idle_timeout {
+        if let Some(d) = cx.duration(v, p, "h2_stream_idle_timeout", "30s") {
+            out.h2_stream_idle_timeout = d;
+        }
+    }
 }
 
 /// `max_head_bytes`, `max_target_bytes` (within the head) and `max_headers`.

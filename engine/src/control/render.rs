@@ -29,13 +29,15 @@ th {{ background: #f2f2f2; }} td.l, th.l {{ text-align: left; }}
 .meta {{ color: #555; }}
 </style></head><body>
 <h1>engine</h1>
-<p class="meta">version {} &middot; uptime {}s &middot; {} cores &middot; driver {} &middot; {} client connections</p>
+<p class="meta">version {} &middot; uptime {}s &middot; {} cores &middot; driver {} &middot; {} client connections ({} HTTP/2, {} HTTP/2 streams since start)</p>
 "#,
         esc(&v.version),
         v.uptime_seconds,
         v.cores,
         esc(&v.driver),
-        v.connections
+        v.connections,
+        v.http2.connections,
+        v.http2.streams_total
     );
     let fronts: Vec<String> = v
         .frontends
@@ -163,6 +165,9 @@ fn engine_metrics(m: &mut String, v: &StatsView) {
         v.cores
     );
     let _ = writeln!(m, "# HELP engine_client_connections Client connections open now.\n# TYPE engine_client_connections gauge\nengine_client_connections {}", v.connections);
+    let _ = writeln!(m, "# HELP engine_http2_connections HTTP/2 client connections open now.\n# TYPE engine_http2_connections gauge\nengine_http2_connections {}", v.http2.connections);
+    let _ = writeln!(m, "# HELP engine_http2_connections_total HTTP/2 client connections since start.\n# TYPE engine_http2_connections_total counter\nengine_http2_connections_total {}", v.http2.connections_total);
+    let _ = writeln!(m, "# HELP engine_http2_streams_total HTTP/2 streams (requests) since start.\n# TYPE engine_http2_streams_total counter\nengine_http2_streams_total {}", v.http2.streams_total);
     let _ = writeln!(m, "# HELP engine_frontend_tls_handshake_failures_total Failed TLS handshakes.\n# TYPE engine_frontend_tls_handshake_failures_total counter");
     for f in v.frontends.iter().filter(|f| f.tls) {
         let _ = writeln!(

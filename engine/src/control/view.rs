@@ -40,6 +40,15 @@ impl State {
                 .unwrap_or("io_uring")
                 .into(),
             connections: self.shared.conns.load(Ordering::Relaxed),
+            http2: reports.iter().fold(
+                Default::default(),
+                |mut h: crate::shared::view::Http2View, r| {
+                    h.connections += r.h2.open;
+                    h.connections_total += r.h2.connections;
+                    h.streams_total += r.h2.streams;
+                    h
+                },
+            ),
             frontends: snap
                 .frontends
                 .iter()

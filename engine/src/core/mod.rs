@@ -35,6 +35,7 @@ use crossbeam_channel::{Receiver, Sender};
 use hdrhistogram::Histogram;
 use monoio::net::TcpStream;
 
+pub use crate::shared::msg::H2Counts;
 pub use buffers::{Buf, PipeLease, BUF_SIZE, PIPE_SIZE};
 pub use counters::{ServerCounters, TlsFailures};
 
@@ -103,6 +104,10 @@ pub struct Worker {
     /// Listeners a reload added, waiting for the sweep to start their accept loops.
     new_listeners: RefCell<Vec<(String, std::net::TcpListener)>>,
     pub stopping: Cell<bool>,
+    /// HTTP/2 connections and streams on this core.
+    pub h2: Cell<H2Counts>,
+    /// The waits that end this core's HTTP/2 connections (GOAWAY) at a reload.
+    pub h2_ends: RefCell<Vec<usize>>,
     pub tls: RefCell<Vec<Option<monoio_rustls::TlsAcceptor>>>,
     pub driver: DriverKind,
     pub control: Sender<ControlMsg>,
@@ -150,6 +155,8 @@ impl Worker {
             listening: RefCell::new(Vec::new()),
             new_listeners: RefCell::new(Vec::new()),
             stopping: Cell::new(false),
+            h2: Cell::new(H2Counts::default()),
+            h2_ends: RefCell::new(Vec::new()),
             tls: RefCell::new(Vec::new()),
             driver: p.driver,
             control: p.control,
@@ -234,6 +241,11 @@ impl Worker {
                     *self.snap.borrow_mut() = Rc::new(snap);
                     *self.states.borrow_mut() = Rc::new(states);
                     drop(prev);
+                    // HTTP/2 connections say GOAWAY: their clients come back to the new
+                    // configuration (its SETTINGS) while their open streams finish.
+                    for &k in self.h2_ends.borrow().iter() {
+                        self.idle.end(k);
+                    }
                     tracing::info!(
                         core = self.id,
                         generation,
@@ -337,6 +349,7 @@ impl Worker {
             queued: self.queued.borrow().clone(),
             queue_wait: self.queue_hist.borrow().clone(),
             tls_failures: self.tls_failures.borrow().counts.clone(),
+            h2: self.h2.get(),
         };
         let _ = self.control.send(ControlMsg::Report(Box::new(r)));
     }
@@ -349,6 +362,26 @@ impl Worker {
             server,
             kind,
         });
+    }
+
+    /// An HTTP/2 connection began (its handshake done).
+    pub fn h2_opened(&self) {
+        let mut c = self.h2.get();
+        c.open += 1;
+        c.connections += 1;
+        self.h2.set(c);
+    }
+
+    pub fn h2_closed(&self) {
+        let mut c = self.h2.get();
+        c.open = c.open.saturating_sub(1);
+        self.h2.set(c);
+    }
+
+    pub fn h2_stream(&self) {
+        let mut c = self.h2.get();
+        c.streams += 1;
+        self.h2.set(c);
     }
 
     /// A connection left its task for the park: its memory can go back to the system.

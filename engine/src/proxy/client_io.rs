@@ -38,6 +38,11 @@ pub trait ClientIo: AsyncReadRent + AsyncWriteRent + monoio::io::Split + 'static
         None
     }
 
+    /// An HTTP/2 stream (its request logged as `HTTP/2.0`).
+    fn http2(&self) -> bool {
+        false
+    }
+
     /// Leaves the connection in the core's park for its long idle (see
     /// [`crate::core::park`]); gives it back where it cannot be parked (TLS, or epoll
     /// refused), or `None` when it was lost on the way (the connection is then closed).

@@ -91,10 +91,51 @@ pub fn spawn_accepted(w: Rc<Worker>, fe: FrontendId, stream: TcpStream, peer: So
             monoio::spawn(serve_tls(w, fe, stream, peer));
         }
         Some(false) => {
+            let h2c = w.snap.borrow().frontend(fe).cfg.h2c;
+            if h2c {
+                monoio::spawn(serve_h2c(w, fe, stream, peer));
+                return;
+            }
             let st = Conn::new(peer, Instant::now(), true, Buf::none());
             monoio::spawn(serve(w, fe, stream, peer, false, st, false));
         }
     }
+}
+
+/// A plain connection on a frontend with `h2c`: HTTP/2 if it opens with the preface
+/// (prior knowledge), HTTP/1.1 otherwise (the bytes read so far are its first).
+async fn serve_h2c(w: Rc<Worker>, fe: FrontendId, mut stream: TcpStream, peer: SocketAddr) {
+    use super::h2::sniff::PREFACE;
+    let mut guard = ConnGuard::new(&w);
+    let t = w.snap.borrow().frontend(fe).cfg.timeouts.http_request;
+    let mut cb = ClientBuf::new(w.buf());
+    let deadline = Instant::now() + t;
+    loop {
+        let got = cb.data();
+        let n = got.len().min(PREFACE.len());
+        if got[..n] != PREFACE[..n] || n == PREFACE.len() {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match w
+            .idle
+            .bounded(left, super::client_io::read_into(&mut stream, &mut cb))
+            .await
+        {
+            Ok(Ok(n)) if n > 0 => {}
+            // Gone or silent before a whole preface: as HTTP/1.1 would see it.
+            _ => break,
+        }
+    }
+    guard.hand_over();
+    if cb.data().starts_with(PREFACE) {
+        let io = super::h2::prefixed::Prefixed::new(cb.data().to_vec(), stream);
+        return Box::pin(super::h2::serve(w, fe, io, peer)).await;
+    }
+    let ready = !cb.is_empty();
+    let mut st = Conn::new(peer, Instant::now(), true, Buf::none());
+    st.cb = cb;
+    serve(w, fe, stream, peer, false, st, ready).await;
 }
 
 async fn serve_tls(w: Rc<Worker>, fe: FrontendId, stream: TcpStream, peer: SocketAddr) {
@@ -110,6 +151,10 @@ async fn serve_tls(w: Rc<Worker>, fe: FrontendId, stream: TcpStream, peer: Socke
         Ok(Ok(tls)) => {
             // From here `serve` counts the connection out.
             guard.hand_over();
+            if tls.alpn_protocol().as_deref() == Some(b"h2") {
+                // Boxed: an HTTP/1.1 connection's future holds none of it.
+                return Box::pin(super::h2::serve(w, fe, tls, peer)).await;
+            }
             let st = Conn::new(peer, Instant::now(), true, Buf::none());
             return serve(w, fe, tls, peer, true, st, false).await;
         }

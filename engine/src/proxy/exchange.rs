@@ -151,7 +151,11 @@ pub async fn run<S: ClientIo>(
         cookie: *b"--",
         term: *b"--",
         request: if logging {
-            req.request_line(cb.data())
+            let line = req.request_line(cb.data());
+            match line.strip_suffix(" HTTP/1.1") {
+                Some(l) if io.http2() => format!("{l} HTTP/2.0"),
+                _ => line,
+            }
         } else {
             String::new()
         },

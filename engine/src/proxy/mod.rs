@@ -26,6 +26,7 @@
 pub mod client_io;
 pub mod conn;
 pub mod exchange;
+pub mod h2;
 pub mod outcome;
 pub mod read_head;
 pub mod relay;

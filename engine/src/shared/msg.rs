@@ -57,6 +57,16 @@ pub struct CoreReport {
     pub queue_wait: Vec<Histogram<u64>>,
     /// Failed TLS handshakes per frontend.
     pub tls_failures: Vec<u64>,
+    /// HTTP/2 connections (open, since start) and streams since start.
+    pub h2: H2Counts,
+}
+
+/// HTTP/2 on one core: connections open now, and connections and streams since start.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct H2Counts {
+    pub open: u64,
+    pub connections: u64,
+    pub streams: u64,
 }
 
 #[derive(Clone)]

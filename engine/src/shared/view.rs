@@ -8,8 +8,20 @@ pub struct StatsView {
     pub cores: usize,
     pub driver: String,
     pub connections: usize,
+    /// HTTP/2 to clients, all cores together.
+    pub http2: Http2View,
     pub frontends: Vec<FrontendView>,
     pub backends: Vec<BackendView>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Http2View {
+    /// HTTP/2 connections open now.
+    pub connections: u64,
+    /// HTTP/2 connections since start.
+    pub connections_total: u64,
+    /// Streams (requests) since start.
+    pub streams_total: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
