@@ -40,7 +40,8 @@ fn tls12_and_tls13_with_alpn(driver: DriverChoice) {
     let a = r.addr("https");
     let c = certs();
 
-    // curl, TLS 1.2 only and TLS 1.3 only; curl offers h2 and http/1.1 by ALPN.
+    // curl, TLS 1.2 only and TLS 1.3 only; curl offers h2 and http/1.1 by ALPN, and the
+    // frontend's default alpn prefers h2.
     for (flags, version) in [
         (&["--tlsv1.2", "--tls-max", "1.2"][..], "TLSv1.2"),
         (&["--tlsv1.3"][..], "TLSv1.3"),
@@ -58,7 +59,10 @@ fn tls12_and_tls13_with_alpn(driver: DriverChoice) {
             "curl {flags:?}: {}\n{}",
             res.body, res.verbose
         );
-        assert_eq!(res.http_version, "1.1", "HTTP/1.1 over TLS ({flags:?})");
+        assert_eq!(
+            res.http_version, "2",
+            "HTTP/2 over TLS, h2 first ({flags:?})"
+        );
         assert!(res.body.contains("Moodle"), "{}", res.body);
         assert!(
             res.verbose
@@ -67,11 +71,9 @@ fn tls12_and_tls13_with_alpn(driver: DriverChoice) {
             res.verbose
         );
         assert!(
-            res.verbose.contains("ALPN: server accepted http/1.1")
-                || res
-                    .verbose
-                    .contains("ALPN, server accepted to use http/1.1"),
-            "ALPN http/1.1 chosen although curl also offered h2 ({flags:?}):\n{}",
+            res.verbose.contains("ALPN: server accepted h2")
+                || res.verbose.contains("ALPN, server accepted to use h2"),
+            "ALPN h2 chosen, curl offering h2 and http/1.1 ({flags:?}):\n{}",
             res.verbose
         );
     }
@@ -94,14 +96,14 @@ fn tls12_and_tls13_with_alpn(driver: DriverChoice) {
             out.contains("HTTP/1.1 200"),
             "s_client {flag}: the response:\n{out}"
         );
-        // Offered both: http/1.1 is chosen, never h2.
+        // Offered both: h2 is chosen (the frontend's alpn default, h2 first).
         let (_, out) = s_client(
             a,
             Some("moodle.example.edu"),
             &[flag, "-alpn", "h2,http/1.1"],
         );
         assert!(
-            out.contains("ALPN protocol: http/1.1"),
+            out.contains("ALPN protocol: h2"),
             "s_client {flag} -alpn h2,http/1.1:\n{out}"
         );
         // Without ALPN: still HTTP/1.1.
@@ -109,12 +111,9 @@ fn tls12_and_tls13_with_alpn(driver: DriverChoice) {
         assert!(out.contains("No ALPN negotiated"), "{out}");
         assert!(out.contains("HTTP/1.1 200"), "without ALPN:\n{out}");
     }
-    // h2 alone is never agreed to.
+    // h2 alone is agreed to (an HTTP/2-only client).
     let (_, out) = s_client(a, Some("moodle.example.edu"), &["-alpn", "h2"]);
-    assert!(
-        !out.contains("ALPN protocol: h2"),
-        "h2 must not be negotiated:\n{out}"
-    );
+    assert!(out.contains("ALPN protocol: h2"), "{out}");
     // The engine still serves after all that.
     let res = curl(a, "moodle.example.edu", &c.exact_cert, "/", &[]);
     assert_eq!(res.status, 200, "{}", res.verbose);

@@ -158,3 +158,56 @@ impl Session<'_> {
         )
     }
 }
+
+/// Assets the quiz page pulls (a Moodle quiz page pulls 30 to 80).
+pub const QUIZ_ASSETS: usize = 40;
+
+impl Session<'_> {
+    /// `GET /mod/quiz/view.php`: a quiz page that pulls [`QUIZ_ASSETS`] stylesheets and
+    /// scripts from `/theme/`, then (its script, once loaded) reports the protocol of the
+    /// page and of each asset (`nextHopProtocol`) and logs `alice` in, into the page.
+    pub(super) fn quiz_page(&mut self, mid: bool) -> Result<bool, E> {
+        self.read_body(Sink::Discard)?;
+        let mut page = String::from("<!DOCTYPE html><html><head><title>Quiz</title>");
+        for i in 0..QUIZ_ASSETS {
+            if i % 2 == 0 {
+                page.push_str(&format!(
+                    "<link rel=\"stylesheet\" href=\"/theme/styles{i}.css\">"
+                ));
+            } else {
+                page.push_str(&format!("<script src=\"/theme/script{i}.js\"></script>"));
+            }
+        }
+        page.push_str(concat!("</head><body><h1>Quiz on ",));
+        page.push_str(&self.inner.name);
+        page.push_str(concat!(
+            "</h1><script>window.addEventListener('load', async () => {",
+            "const nav = performance.getEntriesByType('navigation')[0].nextHopProtocol;",
+            "const res = performance.getEntriesByType('resource').filter(e => e.name.includes('/theme/'));",
+            "const h2 = res.filter(e => e.nextHopProtocol === 'h2').length;",
+            "const r = await fetch('/login/index.php', {method: 'POST', headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: 'username=alice&password=secret'});",
+            "const t = await r.text();",
+            "const d = document.createElement('pre'); d.id = 'result';",
+            "d.textContent = 'nav=' + nav + ' assets=' + res.length + ' h2=' + h2 + ' login=' + (t.includes('Dashboard of alice') ? 'ok' : 'failed');",
+            "document.body.appendChild(d);});</script></body></html>\n",
+        ));
+        self.text(&[page.as_bytes()]);
+        self.respond(200, HTML, &[], Src::Text, mid)
+    }
+
+    /// `GET /theme/NAME`: a small stylesheet or script.
+    pub(super) fn theme(&mut self, mid: bool) -> Result<bool, E> {
+        self.read_body(Sink::Discard)?;
+        let js = self.req.path.ends_with(".js");
+        let (ctype, body): (&str, &[u8]) = if js {
+            (
+                "application/javascript",
+                b"window.loaded = (window.loaded || 0) + 1;\n",
+            )
+        } else {
+            ("text/css", b"body { font-family: sans-serif; }\n")
+        };
+        self.text(&[body]);
+        self.respond(200, ctype, &[("Cache-Control", "no-store")], Src::Text, mid)
+    }
+}

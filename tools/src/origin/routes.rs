@@ -18,6 +18,9 @@ impl Session<'_> {
         if path.starts_with("/echo") {
             return self.echo(mid);
         }
+        if path.starts_with("/theme/") && get {
+            return self.theme(mid);
+        }
         match path {
             "/" if get => self.home(mid),
             "/health" if get => self.health(),
@@ -25,6 +28,7 @@ impl Session<'_> {
             "/login/index.php" if post => self.login(mid),
             "/my/" | "/my" | "/my/index.php" if get => self.dashboard(mid),
             "/mod/quiz/processattempt.php" if post => self.quiz_submit(mid),
+            "/mod/quiz/view.php" if get => self.quiz_page(mid),
             "/upload" if post || m == "PUT" => self.upload(mid),
             "/download" if get => {
                 self.read_body(Sink::Discard)?;
