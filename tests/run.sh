@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the end-to-end tests drive (curl, openssl,
-# PHP, Chromium, keepalived, systemd-analyze, nghttp, Python's prometheus_client and h2) from the
-# package registries, builds the release binary the tests run, then runs every test of
-# the workspace.
+# PHP, Chromium, keepalived, systemd-analyze, nghttp, Python's prometheus_client and h2)
+# from the package registries, builds the release binary the tests run, then runs every
+# test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -178,7 +178,7 @@ impl Session<'_> {
                 page.push_str(&format!("<script src=\"/theme/script{i}.js\"></script>"));
             }
         }
-        page.push_str(concat!("</head><body><h1>Quiz on ",));
+        page.push_str("</head><body><h1>Quiz on ");
         page.push_str(&self.inner.name);
         page.push_str(concat!(
             "</h1><script>window.addEventListener('load', async () => {",
