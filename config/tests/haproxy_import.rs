@@ -296,13 +296,12 @@ fn ssl_crt_file_folder_key_file_and_alpn() {
     );
     assert!(!tls.session_resumption, "no-tls-tickets");
     assert!(
-        i.toml.contains("# alpn = [\"h2\", \"http/1.1\"]"),
+        i.toml.contains("\nalpn = [\"h2\", \"http/1.1\"]"),
         "{}",
         i.toml
     );
-    assert!(find(&i, ReportKind::Changed, "alpn h2")
-        .message
-        .contains("until HTTP/2 lands"));
+    assert_eq!(c.frontends[0].alpn, [Alpn::H2, Alpn::Http11]);
+    find(&i, ReportKind::Carried, "alpn h2,http/1.1");
     assert!(find(&i, ReportKind::Changed, "certificate folder")
         .message
         .contains("a.pem"));

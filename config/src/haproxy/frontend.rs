@@ -199,7 +199,7 @@ pub(crate) fn frontend_tables(
 }
 
 /// The `[[frontend]]` table itself: name, bind, backend, forwarded_for, timeouts, and
-/// the alpn comment.
+/// alpn.
 fn main_table(
     p: &Proxy,
     name: &str,
@@ -220,17 +220,41 @@ fn main_table(
     }
     forwarded_for(p, &mut t, rep);
     timeout_fields(&mut t, &p.s, &p.sec, cx.single_defaults, &[1, 3, 4], rep);
-    if let Some(b) = binds.iter().find(|b| b.alpn.is_some()) {
-        let alpn = b.alpn.clone().unwrap_or_default();
-        t.commented(
-            "alpn",
-            toml_str_array(&alpn),
-            b.d.no,
-            "carried as a comment until HTTP/2 lands",
-        );
-        rep.changed(&b.d, format!("alpn {}: carried as a comment (# alpn = {}) until HTTP/2 lands; the engine answers ALPN with http/1.1", alpn.join(","), toml_str_array(&alpn)));
+    if let Some(b) = binds.iter().find(|b| b.alpn.is_some() && b.tls) {
+        alpn_field(b, &mut t, rep);
     }
     t
+}
+
+/// `alpn`: the protocols the engine speaks (h2, http/1.1) carried in their order; others
+/// (http/1.0, spdy, ...) left out with a line saying so.
+fn alpn_field(b: &Bind, t: &mut Table, rep: &mut Reports) {
+    let all = b.alpn.clone().unwrap_or_default();
+    let (kept, dropped): (Vec<String>, Vec<String>) = all
+        .iter()
+        .cloned()
+        .partition(|p| p == "h2" || p == "http/1.1");
+    if kept.is_empty() {
+        rep.changed(&b.d, format!("alpn {}: none of these is h2 or http/1.1; the engine's default (h2, http/1.1) applies", all.join(",")));
+        return;
+    }
+    t.raw("alpn", toml_str_array(&kept), b.d.no);
+    if dropped.is_empty() {
+        rep.carried(
+            &b.d,
+            format!("alpn {} as alpn = {}", all.join(","), toml_str_array(&kept)),
+        );
+    } else {
+        rep.changed(
+            &b.d,
+            format!(
+                "alpn {}: carried as alpn = {}; {} left out (the engine speaks h2 and http/1.1)",
+                all.join(","),
+                toml_str_array(&kept),
+                dropped.join(", ")
+            ),
+        );
+    }
 }
 
 /// ACLs: carried when a carried redirect used them (its except_prefixes), else listed.

@@ -65,22 +65,7 @@ impl State {
                     Err(e) => e,
                 }
             }
-            ["reload"] => match &self.reloader {
-                Some(r) => match r() {
-                    Ok(()) => ok,
-                    Err(why) => {
-                        let mut out = String::from("error: reload refused, the running configuration stays:\n");
-                        for l in why.lines() {
-                            out.push_str("  ");
-                            out.push_str(l);
-                            out.push('\n');
-                        }
-                        out.push('\n');
-                        out
-                    }
-                },
-                None => "error: this engine was not started from a file (-c FILE): nothing to reload\n\n".into(),
-            },
+            ["reload"] => self.reload(),
             [a, b] if format!("{a} {b}") == crate::shared::handover::DONE => {
                 tracing::info!("takeover done: the new process accepts on the sockets; stopping gracefully");
                 self.shared.stop.store(true, Ordering::Relaxed);
@@ -88,6 +73,27 @@ impl State {
             }
             ["help"] => "commands: show servers | show info | disable server B/S | enable server B/S | set server B/S state ready|drain|maint | set weight B/S N | reload\n\n".into(),
             _ => format!("error: unknown command {:?}; try: help\n\n", line.trim()),
+        }
+    }
+
+    /// `reload`: the file read again and applied, `ok` or every reason it was refused.
+    fn reload(&self) -> String {
+        let Some(r) = &self.reloader else {
+            return "error: this engine was not started from a file (-c FILE): nothing to reload\n\n".into();
+        };
+        match r() {
+            Ok(()) => "ok\n\n".into(),
+            Err(why) => {
+                let mut out =
+                    String::from("error: reload refused, the running configuration stays:\n");
+                for l in why.lines() {
+                    out.push_str("  ");
+                    out.push_str(l);
+                    out.push('\n');
+                }
+                out.push('\n');
+                out
+            }
         }
     }
 

@@ -79,25 +79,18 @@ pub fn start_with(
         bound.binds,
         opts.reload_from.clone(),
     ));
-    let ends = match Endpoints::bind(&snap.cfg.global, inherited, &inner) {
-        Ok(e) => e,
+    let (ends, control) = match control(
+        &snap,
+        &shared,
+        &inner,
+        cores_tx,
+        (ctl_tx, ctl_rx),
+        inherited,
+    ) {
+        Ok(x) => x,
         Err(e) => {
             stop_all(threads);
             return Err(e);
-        }
-    };
-    let control = Control::start(
-        snap.clone(),
-        shared.clone(),
-        cores_tx,
-        (ctl_tx, ctl_rx),
-        ends.listeners,
-    );
-    let control = match control {
-        Ok(c) => c,
-        Err(e) => {
-            stop_all(threads);
-            return Err(EngineError::Thread(e));
         }
     };
     tracing::info!(cores, driver = driver.as_str(), "engine running");
@@ -110,6 +103,22 @@ pub fn start_with(
         _admin: ends.admin,
         stats_addr: ends.stats_addr,
     })
+}
+
+/// The admin socket and stats endpoint bound, the health-check thread started.
+fn control(
+    snap: &Arc<Snapshot>,
+    shared: &Arc<Shared>,
+    inner: &Arc<Inner>,
+    cores_tx: Vec<Sender<Update>>,
+    ctl: (Sender<ControlMsg>, crossbeam_channel::Receiver<ControlMsg>),
+    inherited: Option<&mut Inherited>,
+) -> Result<(Endpoints, Control), EngineError> {
+    let mut ends = Endpoints::bind(&snap.cfg.global, inherited, inner)?;
+    let listeners = std::mem::take(&mut ends.listeners);
+    let control = Control::start(snap.clone(), shared.clone(), cores_tx, ctl, listeners)
+        .map_err(EngineError::Thread)?;
+    Ok((ends, control))
 }
 
 /// What the host preflight finds wrong, logged once at start.
