@@ -179,6 +179,63 @@ def window_never_opens():
     return collect(s, 1, limit=10.0)
 
 
+def goaway_with_a_stream_open():
+    """A slow request in flight while the engine reloads or stops: the stream is
+    answered in full, and GOAWAY (NO_ERROR) comes; the test triggers the reload. The
+    frames are followed by hand: after a GOAWAY, h2's client state machine takes no
+    more frames, while the stream the GOAWAY lets finish is still to come."""
+    s, c = connect()
+    c.send_headers(1, base("/slow?ms=1500"), end_stream=True)
+    s.sendall(c.data_to_send())
+    print("sent", flush=True)
+    out = {"status": None, "reset": None, "goaway": None, "closed": False, "body": 0, "ended": False}
+    dec = hpack.Decoder()
+    buf = b""
+    deadline = time.time() + 10
+    s.settimeout(0.2)
+    while time.time() < deadline and not (out["ended"] and out["goaway"] is not None):
+        try:
+            data = s.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:
+            out["closed"] = True
+            break
+        if not data:
+            out["closed"] = True
+            break
+        buf += data
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + n:
+                break
+            kind, flags = buf[3], buf[4]
+            sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload, buf = buf[9 : 9 + n], buf[9 + n :]
+            reply = b""
+            if kind == 0x4 and not flags & 0x1:
+                reply = raw_frame(0x4, 0x1, 0)
+            elif kind == 0x6 and not flags & 0x1:
+                reply = raw_frame(0x6, 0x1, 0, payload)
+            elif kind == 0x1 and sid == 1:
+                fields = dict(dec.decode(payload))
+                out["status"] = int(fields.get(":status", "0"))
+                out["ended"] = out["ended"] or bool(flags & 0x1)
+            elif kind == 0x0 and sid == 1:
+                out["body"] += n
+                out["ended"] = out["ended"] or bool(flags & 0x1)
+            elif kind == 0x3 and sid == 1:
+                out["reset"] = int.from_bytes(payload[:4], "big")
+            elif kind == 0x7 and out["goaway"] is None:
+                out["goaway"] = int.from_bytes(payload[4:8], "big")
+            if reply:
+                try:
+                    s.sendall(reply)
+                except OSError:
+                    pass
+    return out
+
+
 def main():
     if CASE in MALFORMED:
         out = malformed(CASE)
@@ -188,6 +245,8 @@ def main():
         out = flood(CASE[len("flood-"):])
     elif CASE == "window-never-opens":
         out = window_never_opens()
+    elif CASE == "goaway-with-a-stream-open":
+        out = goaway_with_a_stream_open()
     elif CASE == "list":
         print(json.dumps(sorted(MALFORMED)))
         return

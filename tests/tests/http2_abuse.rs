@@ -5,7 +5,8 @@
 //! fields with CR, LF, NUL or upper case fail the whole header block, which the `h2`
 //! crate answers with GOAWAY PROTOCOL_ERROR) and nothing reaches the origin. Every flood
 //! ends the connection with GOAWAY ENHANCE_YOUR_CALM; a stream whose window never opens
-//! is reset (CANCEL) after `h2_stream_idle_timeout`. The engine serves on after all.
+//! is reset (CANCEL) after `h2_stream_idle_timeout`. The engine serves on after all. A
+//! reload and a graceful stop send GOAWAY (NO_ERROR) and let an open stream finish.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,7 +15,8 @@ use engine_tests::*;
 
 both_drivers!(
     malformed_requests_are_refused_and_reach_no_server,
-    floods_end_the_connection
+    floods_end_the_connection,
+    reload_and_stop_send_goaway_and_let_streams_finish,
 );
 
 const PROTOCOL_ERROR: u64 = 1;
@@ -131,4 +133,66 @@ fn floods_end_the_connection(driver: DriverChoice) {
         "reset after {took:?}"
     );
     serves(&r);
+}
+
+/// Runs the GOAWAY case; `during` is called once the slow request is in flight.
+fn goaway_case(r: &Running, during: impl FnOnce()) -> serde_json::Value {
+    use std::io::BufRead;
+    let a = r.addr("h2c");
+    let mut child = Command::new("python3")
+        .arg(workspace().join("tests/py/h2_abuse.py"))
+        .args([
+            a.ip().to_string(),
+            a.port().to_string(),
+            "goaway-with-a-stream-open".into(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "sent");
+    std::thread::sleep(Duration::from_millis(300)); // the request reaches the origin
+    during();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(child.wait().unwrap().success());
+    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+fn reload_and_stop_send_goaway_and_let_streams_finish(driver: DriverChoice) {
+    require_h2();
+    let o = origins(1);
+    let r = engine(&o[0], driver);
+    let text = format!(
+        "[log]\naccess = \"off\"\n[[frontend]]\nname = \"h2c\"\nbind = [\"127.0.0.1:{}\"]\nbackend = \"b\"\nh2c = true\n\
+         [[backend]]\nname = \"b\"\n[[backend.server]]\nname = \"s1\"\naddress = \"{}\"\n",
+        r.addr("h2c").port(),
+        o[0].addr()
+    );
+    let v = goaway_case(&r, || r.reload(cfg(&text, &[])).expect("reload"));
+    assert_eq!(
+        (v["status"].as_u64(), v["ended"].as_bool()),
+        (Some(200), Some(true)),
+        "{v}"
+    );
+    assert_eq!(
+        code(&v, "goaway"),
+        Some(0),
+        "GOAWAY NO_ERROR at the reload: {v}"
+    );
+    serves(&r);
+    let stop = r.stop_handle();
+    let v = goaway_case(&r, || stop.stop());
+    assert_eq!(
+        (v["status"].as_u64(), v["ended"].as_bool()),
+        (Some(200), Some(true)),
+        "{v}"
+    );
+    assert_eq!(
+        code(&v, "goaway"),
+        Some(0),
+        "GOAWAY NO_ERROR at the stop: {v}"
+    );
 }
