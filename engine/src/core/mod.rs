@@ -104,6 +104,8 @@ pub struct Worker {
     /// Listeners a reload added, waiting for the sweep to start their accept loops.
     new_listeners: RefCell<Vec<(String, std::net::TcpListener)>>,
     pub stopping: Cell<bool>,
+    /// The sweep tick at which the graceful stop began.
+    stop_tick: Cell<u64>,
     /// HTTP/2 connections and streams on this core.
     pub h2: Cell<H2Counts>,
     /// The waits that end this core's HTTP/2 connections (GOAWAY) at a reload.
@@ -155,6 +157,7 @@ impl Worker {
             listening: RefCell::new(Vec::new()),
             new_listeners: RefCell::new(Vec::new()),
             stopping: Cell::new(false),
+            stop_tick: Cell::new(0),
             h2: Cell::new(H2Counts::default()),
             h2_ends: RefCell::new(Vec::new()),
             tls: RefCell::new(Vec::new()),

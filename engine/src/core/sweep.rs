@@ -26,11 +26,16 @@ impl Worker {
         let stopping = self.shared.stop.load(Ordering::Relaxed);
         if stopping && !self.stopping.get() {
             self.stopping.set(true);
+            self.stop_tick.set(self.idle.now.get());
             self.unlisten_all();
             self.shed_pools();
         }
         self.idle.tick(stopping);
-        self.sweep_park(stopping);
+        // Parked connections (quiet since their hold at least) close once the stop is a
+        // second old, unless they send their next request first.
+        let quiet = self.idle.now.get().saturating_sub(self.stop_tick.get())
+            >= super::idle::STOP_QUIET_TICKS;
+        self.sweep_park(stopping && quiet);
         self.sweep_pools();
         self.bufs.trim();
         self.pipes.trim();
