@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Installs what the bench harness drives: HAProxy, nginx, wrk (Debian packages), and the
-# profilers (linux-perf, valgrind; optional). Idempotent: does nothing when all are present.
+# Installs what the bench harness drives: HAProxy, nginx, wrk, h2load (nghttp2-client; the
+# HTTP/2 scenarios) (Debian packages), and the profilers (linux-perf, valgrind; optional).
+# Idempotent: does nothing when all are present.
 set -u
 need=()
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 optional=()
 command -v perf >/dev/null 2>&1 || optional+=(linux-perf)
 
 if [ ${#need[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ]; then
-  echo "install.sh: haproxy, nginx, wrk, openssl, valgrind and perf are already installed"
+  echo "install.sh: haproxy, nginx, wrk, h2load, openssl, valgrind and perf are already installed"
   exit 0
 fi
 
@@ -49,4 +51,4 @@ for svc in haproxy nginx; do
   if [ -x "/etc/init.d/$svc" ]; then $SUDO "/etc/init.d/$svc" stop >/dev/null 2>&1 || true; fi
 done
 echo "install.sh: done"
-for c in haproxy nginx wrk perf valgrind; do printf '  %-9s %s\n' "$c" "$(command -v $c || echo missing)"; done
+for c in haproxy nginx wrk h2load perf valgrind; do printf '  %-9s %s\n' "$c" "$(command -v $c || echo missing)"; done

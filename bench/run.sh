@@ -10,4 +10,6 @@ bash bench/install.sh
 cargo build --release -p engine-bench
 cargo build --release -p engine -p engine-tools ||
   echo "run.sh: the engine (or tools) did not build; the report will say n/a for it" >&2
-exec target/release/engine-bench "$@"
+# CARGO_TARGET_DIR, when set, is where cargo put the binaries (engine-bench finds the engine
+# and bench-origin beside itself)
+exec "${CARGO_TARGET_DIR:-target}/release/engine-bench" "$@"

@@ -10,7 +10,8 @@ use std::path::PathBuf;
     about = "engine vs HAProxy vs nginx vs direct, under wrk"
 )]
 pub struct Cli {
-    /// short runs (about 3 minutes in all): 2 rounds of 1 s, 2,000 idle clients
+    /// short runs (about 3 minutes in all): 2 rounds of 1 s, 2,000 idle clients, 50 page
+    /// loads
     #[arg(long)]
     pub quick: bool,
     /// comma-separated scenario names (default: all)
@@ -34,6 +35,9 @@ pub struct Cli {
     /// idle clients in idle-10k (default 10000; quick 2000)
     #[arg(long)]
     pub idle_clients: Option<usize>,
+    /// page loads per protocol and round in h2-page (default 200; quick 50)
+    #[arg(long)]
+    pub page_loads: Option<usize>,
     /// fixed rate of the constant-rate runs (default: half the slowest proxy's median req/s)
     #[arg(long)]
     pub cr_rate: Option<f64>,
@@ -92,6 +96,8 @@ pub struct Settings {
     pub idle_clients: usize,
     pub idle_clients_requested: usize,
     pub cr_rate: Option<f64>,
+    /// h2-page: page loads per protocol and round
+    pub page_loads: usize,
     /// maxconn given to every proxy: what RLIMIT_NOFILE allows HAProxy
     pub maxconn: usize,
     /// the engine runs pinned (`--pin-engine`) or with `--no-pin`
@@ -121,6 +127,10 @@ impl Settings {
             idle_clients: idle_requested.min(maxconn.saturating_sub(150)),
             idle_clients_requested: idle_requested,
             cr_rate: cli.cr_rate,
+            page_loads: cli
+                .page_loads
+                .unwrap_or(if cli.quick { 50 } else { 200 })
+                .max(1),
             maxconn,
             pin_engine: cli.pin_engine,
             baseline: cli.baseline.clone(),

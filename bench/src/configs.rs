@@ -33,6 +33,12 @@ pub struct Scenario {
     /// Idle clients arrive this many at a time (1: one after another).
     pub burst: usize,
     pub connections: usize,
+    /// HTTP/2 to the clients (over TLS, ALPN h2 offered by all three): the load is h2load
+    pub h2: bool,
+    /// concurrent streams per HTTP/2 connection (h2load `-m`)
+    pub streams: usize,
+    /// the Moodle quiz page and its 40 assets, loaded over HTTP/1.1 and over HTTP/2
+    pub page: bool,
 }
 
 /// What the scenarios share unless they say otherwise.
@@ -49,6 +55,9 @@ const BASE: Scenario = Scenario {
     idle: false,
     burst: 1,
     connections: 64,
+    h2: false,
+    streams: 1,
+    page: false,
 };
 
 /// Every scenario, in the order they run and are reported.
@@ -56,6 +65,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
     let mut v = plain_scenarios();
     v.extend(tls_scenarios());
     v.extend(idle_scenarios());
+    v.extend(h2_scenarios());
     v
 }
 
@@ -173,6 +183,82 @@ fn idle_scenarios() -> Vec<Scenario> {
     ]
 }
 
+/// HTTP/2 to the clients over TLS (ECDSA P-256, as tls-ka), under h2load; and idle
+/// HTTP/1.1 over TLS, h2-idle's baseline.
+fn h2_scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "h2",
+            what: "small GET / over HTTP/2 (TLS, ALPN h2; ECDSA P-256 certificate): h2load, 64 connections x 10 concurrent streams",
+            tls: Tls::Ec,
+            h2: true,
+            streams: 10,
+            ..BASE
+        },
+        Scenario {
+            name: "h2-idle",
+            what: "up to 5,000 HTTP/2 connections over TLS (h2load), each after one request, held idle: memory per idle HTTP/2 connection",
+            tls: Tls::Ec,
+            h2: true,
+            idle: true,
+            ..BASE
+        },
+        Scenario {
+            name: "tls-idle",
+            what: "up to 5,000 HTTP/1.1 connections over TLS (h2load --h1), each after one request, held idle: memory per idle TLS connection, the baseline of h2-idle",
+            tls: Tls::Ec,
+            idle: true,
+            ..BASE
+        },
+        Scenario {
+            name: "h2-page",
+            what: "the Moodle quiz page (GET /mod/quiz/view.php) and its 40 assets through the engine over TLS: HTTP/1.1 on 6 connections against HTTP/2 on one (h2load), page-load time",
+            path: "/mod/quiz/view.php",
+            tls: Tls::Ec,
+            h2: true,
+            page: true,
+            ..BASE
+        },
+    ]
+}
+
+/// The assets the quiz page references (as the tools crate's origin): stylesheets for
+/// even i, scripts for odd i.
+pub const PAGE_ASSETS: usize = 40;
+
+/// The path of asset `i` of the quiz page.
+pub fn page_asset(i: usize) -> String {
+    if i.is_multiple_of(2) {
+        format!("/theme/styles{i}.css")
+    } else {
+        format!("/theme/script{i}.js")
+    }
+}
+
+/// True when the installed nginx takes `http2 on;` (1.25.1 and later); older ones take
+/// `listen ... ssl http2`.
+pub fn nginx_http2_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let out = crate::procs::cmd_output("nginx", &["-v"]);
+        out.split("nginx/")
+            .nth(1)
+            .map(|v| {
+                let n: Vec<u32> = v
+                    .split(|c: char| !c.is_ascii_digit())
+                    .take(3)
+                    .map(|x| x.parse().unwrap_or(0))
+                    .collect();
+                (
+                    n.first().copied().unwrap_or(0),
+                    n.get(1).copied().unwrap_or(0),
+                    n.get(2).copied().unwrap_or(0),
+                ) >= (1, 25, 1)
+            })
+            .unwrap_or(false)
+    })
+}
+
 pub struct Origins {
     /// (name, cookie, port)
     pub servers: Vec<(String, String, u16)>,
@@ -264,8 +350,13 @@ pub fn engine_toml(s: &Scenario, o: &Origins, p: &Ports, cert: Option<&Path>) ->
     if let Some(c) = cert {
         let _ = write!(
             t,
-            "[[frontend]]\nname = \"https\"\nbind = [\"127.0.0.1:{}\"]\nbackend = \"pool\"\ntls = {{ certs = [\"{}\"]{} }}\n\n",
+            "[[frontend]]\nname = \"https\"\nbind = [\"127.0.0.1:{}\"]\nbackend = \"pool\"\n{}tls = {{ certs = [\"{}\"]{} }}\n\n",
             p.https,
+            if s.h2 {
+                "alpn = [\"h2\", \"http/1.1\"]\n"
+            } else {
+                ""
+            },
             c.display(),
             if s.resume {
                 ""
@@ -302,9 +393,10 @@ pub fn haproxy_cfg(s: &Scenario, o: &Origins, p: &Ports, cert: Option<&Path>) ->
     if let Some(c) = cert {
         let _ = writeln!(
             t,
-            "    bind 127.0.0.1:{} ssl crt {}{}",
+            "    bind 127.0.0.1:{} ssl crt {}{}{}",
             p.https,
             c.display(),
+            if s.h2 { " alpn h2,http/1.1" } else { "" },
             if s.resume { "" } else { " no-tls-tickets" }
         );
     }
@@ -368,20 +460,7 @@ pub fn nginx_conf(s: &Scenario, o: &Origins, p: &Ports, cert: Option<&Path>, dir
     t.push_str("\n    server {\n");
     let _ = writeln!(t, "        listen 127.0.0.1:{} reuseport;", p.http);
     if let Some(c) = cert {
-        let _ = writeln!(t, "        listen 127.0.0.1:{} ssl reuseport;", p.https);
-        let _ = writeln!(
-            t,
-            "        ssl_certificate {};\n        ssl_certificate_key {};",
-            c.display(),
-            c.display()
-        );
-        // TLS 1.3 as in the other two (nginx 1.22's default stops at TLS 1.2)
-        t.push_str("        ssl_protocols TLSv1.2 TLSv1.3;\n");
-        if s.resume {
-            t.push_str("        ssl_session_cache shared:tls:10m;\n");
-        } else {
-            t.push_str("        ssl_session_tickets off;\n        ssl_session_cache off;\n");
-        }
+        nginx_tls(&mut t, s, p, c);
     }
     t.push_str("        location / {\n");
     if s.sticky {
@@ -395,4 +474,33 @@ pub fn nginx_conf(s: &Scenario, o: &Origins, p: &Ports, cert: Option<&Path>, dir
     }
     t.push_str("        }\n    }\n}\n");
     t
+}
+
+/// nginx's TLS listener: the certificate, TLS 1.2 and 1.3, resumption as the scenario
+/// says, HTTP/2 where it asks for it.
+fn nginx_tls(t: &mut String, s: &Scenario, p: &Ports, c: &Path) {
+    // HTTP/2: `http2 on;` from nginx 1.25.1, `listen ... ssl http2` before
+    let old_h2 = s.h2 && !nginx_http2_on();
+    let _ = writeln!(
+        t,
+        "        listen 127.0.0.1:{} ssl{} reuseport;",
+        p.https,
+        if old_h2 { " http2" } else { "" }
+    );
+    if s.h2 && !old_h2 {
+        t.push_str("        http2 on;\n");
+    }
+    let _ = writeln!(
+        t,
+        "        ssl_certificate {};\n        ssl_certificate_key {};",
+        c.display(),
+        c.display()
+    );
+    // TLS 1.3 as in the other two (nginx 1.22's default stops at TLS 1.2)
+    t.push_str("        ssl_protocols TLSv1.2 TLSv1.3;\n");
+    if s.resume {
+        t.push_str("        ssl_session_cache shared:tls:10m;\n");
+    } else {
+        t.push_str("        ssl_session_tickets off;\n        ssl_session_cache off;\n");
+    }
 }

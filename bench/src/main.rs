@@ -6,15 +6,22 @@
 //!   direct) and the origins;
 //! - [`run`]: one scenario's interleaved rounds and constant-rate runs;
 //! - [`records`]: what is recorded, summarised and compared;
-//! - [`report`]: report.md, latency.svg and results.json.
+//! - [`h2load`], [`h2idle`], [`page`]: the HTTP/2 scenarios (h2load's timed load, idle
+//!   HTTP/2 connections, the quiz page over HTTP/1.1 and HTTP/2);
+//! - [`report`] and [`chart`]: report.md, latency.svg and results.json.
 
+mod chart;
 mod cli;
 mod configs;
+mod h2idle;
+mod h2load;
 mod loadgen;
+mod page;
 mod procs;
 mod profile;
 mod records;
 mod report;
+mod report_h2;
 mod run;
 mod targets;
 mod wrk;

@@ -2,14 +2,23 @@
 //! scenario (TargetResult) and their summary, and the subject's ratios to the others.
 
 use crate::configs::Scenario;
+use crate::h2load::H2loadCounts;
 use crate::loadgen::{CrResult, IdleResult};
+use crate::page::{PageStats, PageSummary};
 use crate::wrk::WrkResult;
 use serde::Serialize;
 
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct RunRecord {
     pub round: usize,
+    /// wrk's figures, or h2load's in the same shape (HTTP/2 scenarios)
     pub wrk: Option<WrkResult>,
+    /// h2load's own counts (HTTP/2 scenarios)
+    pub h2load: Option<H2loadCounts>,
+    /// h2-page: the page loads of each protocol
+    pub page: Vec<PageStats>,
+    /// the client's command when it is not in `wrk` (h2-idle's h2load)
+    pub client_command: Option<String>,
     pub idle: Option<IdleResult>,
     pub cpu_seconds: f64,
     pub cpu_us_per_req: f64,
@@ -99,6 +108,8 @@ pub struct Summary {
     pub bytes_per_idle_conn: Option<Stat3>,
     pub bytes_per_idle_conn_1s: Option<Stat3>,
     pub peak_rss_kib: u64,
+    /// h2-page: per protocol
+    pub page: Vec<PageSummary>,
 }
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -130,6 +141,15 @@ pub struct ScenarioResult {
     pub name: String,
     pub what: String,
     pub connections: usize,
+    /// idle clients: memory per connection
+    pub idle: bool,
+    /// the clients speak TLS
+    pub tls: bool,
+    /// HTTP/2 to the clients: h2load (streams per connection)
+    pub h2: bool,
+    pub streams: usize,
+    /// page loads over HTTP/1.1 and HTTP/2
+    pub page: bool,
     pub lua_script: Option<String>,
     pub constant_rate_rps: Option<f64>,
     pub targets: Vec<TargetResult>,
@@ -183,18 +203,20 @@ pub fn summarize(t: &TargetResult, peak: u64) -> Summary {
                 .collect::<Vec<_>>(),
         ),
         peak_rss_kib: peak,
+        page: crate::page::summarize(&t.runs),
     };
-    if let Some(i) = t.runs.iter().filter_map(|r| r.idle.as_ref()).next() {
-        let tr: Vec<&CrResult> = t
-            .runs
-            .iter()
-            .filter_map(|r| r.idle.as_ref().map(|i| &i.trickle))
-            .collect();
+    // the trickle's figures (h2-idle runs none)
+    let tr: Vec<&CrResult> = t
+        .runs
+        .iter()
+        .filter_map(|r| r.idle.as_ref().map(|i| &i.trickle))
+        .filter(|c| c.connections > 0)
+        .collect();
+    if !tr.is_empty() {
         s.rps = Stat3::of(&tr.iter().map(|c| c.achieved_rps).collect::<Vec<_>>());
         s.p50_us = Stat3::of(&tr.iter().map(|c| c.p50_us).collect::<Vec<_>>());
         s.p99_us = Stat3::of(&tr.iter().map(|c| c.p99_us).collect::<Vec<_>>());
         s.p999_us = Stat3::of(&tr.iter().map(|c| c.p999_us).collect::<Vec<_>>());
-        let _ = i;
     }
     s
 }
@@ -304,6 +326,9 @@ fn ceilings(subject: &str, subj: &TargetResult, base: &TargetResult) -> Vec<Rati
 
 /// subject/base per round (rounds are interleaved, so round i of each ran side by side).
 pub fn ratios(sc: &Scenario, ts: &[TargetResult], subject: &str) -> Vec<Ratio> {
+    if sc.page {
+        return crate::page::ratios(ts);
+    }
     let mut out = Vec::new();
     let Some(subj) = ts.iter().find(|t| t.target == subject) else {
         return out;

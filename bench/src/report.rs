@@ -2,6 +2,7 @@
 
 use crate::cli::Settings;
 use crate::records::{ScenarioResult, Stat3, TargetResult, CEILING, CEILING_KERNEL};
+use crate::{chart, report_h2};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -15,7 +16,7 @@ pub struct Meta {
     pub origin_command: String,
 }
 
-fn us(v: f64) -> String {
+pub fn us(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.1} ms", v / 1000.0)
     } else if v >= 1000.0 {
@@ -31,7 +32,7 @@ fn stat_us(s: &Option<Stat3>) -> String {
         .unwrap_or_else(|| "n/a".into())
 }
 
-fn stat_range(s: &Option<Stat3>, digits: usize) -> String {
+pub fn stat_range(s: &Option<Stat3>, digits: usize) -> String {
     match s {
         Some(s) if s.n > 1 => format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = digits),
         Some(s) => format!("{:.d$}", s.median, d = digits),
@@ -133,7 +134,8 @@ fn cpu_split(m: &mut String, r: &ScenarioResult, subject: &str) {
     if rows.is_empty() {
         return;
     }
-    m.push_str("\nWhere the machine's CPU went, µs per request (median of rounds): the target's processes (of which kernel), the origins (for direct: the origin not measured as the target), wrk, and the rest (the harness, kernel threads such as ksoftirqd); idle is the machine's idle + iowait share of the run.\n\n| target | target (kernel) | origins | wrk | rest | total | idle |\n|---|---|---|---|---|---|---|\n");
+    let client = if r.h2 { "h2load" } else { "wrk" };
+    let _ = write!(m, "\nWhere the machine's CPU went, µs per request (median of rounds): the target's processes (of which kernel), the origins (for direct: the origin not measured as the target), {client}, and the rest (the harness, kernel threads such as ksoftirqd); idle is the machine's idle + iowait share of the run.\n\n| target | target (kernel) | origins | {client} | rest | total | idle |\n|---|---|---|---|---|---|---|\n");
     for t in rows {
         let s = &t.summary;
         let v = [
@@ -173,7 +175,7 @@ fn cpu_split(m: &mut String, r: &ScenarioResult, subject: &str) {
     if !zero.is_empty() {
         let _ = writeln!(
             m,
-            "\nCeilings (per round: the other target's whole CPU per request, target + origins + wrk, over what {subject}'s round left): with no CPU of its own, {subject} would reach at most {} req/s; with its kernel time (its socket work) and no user-space CPU, {}.",
+            "\nCeilings (per round: the other target's whole CPU per request, target + origins + {client}, over what {subject}'s round left): with no CPU of its own, {subject} would reach at most {} req/s; with its kernel time (its socket work) and no user-space CPU, {}.",
             zero.join(", "),
             kernel.join(", ")
         );
@@ -198,7 +200,7 @@ fn header(m: &mut String, meta: &Meta) {
     let _ = writeln!(m, "Produced by:\n\n```\n{}\n```\n", meta.command);
     let _ = writeln!(
         m,
-        "Settings: {} interleaved rounds of {} s per target after {} s of warm-up; constant-rate runs of {} s; {} idle clients{}; maxconn {} for every proxy. Whole run: {:.0} s.\n",
+        "Settings: {} interleaved rounds of {} s per target after {} s of warm-up; constant-rate runs of {} s; {} idle clients{}; {} page loads per protocol and round (h2-page); maxconn {} for every proxy. Whole run: {:.0} s.\n",
         meta.settings.runs,
         meta.settings.duration,
         meta.settings.warmup,
@@ -212,6 +214,7 @@ fn header(m: &mut String, meta: &Meta) {
         } else {
             String::new()
         },
+        meta.settings.page_loads,
         meta.settings.maxconn,
         meta.seconds
     );
@@ -219,7 +222,7 @@ fn header(m: &mut String, meta: &Meta) {
     let g = |k: &str| mi.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
     let _ = writeln!(
         m,
-        "Machine: {} cores ({}), {} memory, {}, {}. {}; {}; {}; engine: {}. Origins: {} (2 servers, 2 threads each).\n",
+        "Machine: {} cores ({}), {} memory, {}, {}. {}; {}; {}; {}; engine: {}. Origins: {} (2 servers, 2 threads each).\n",
         mi.get("nproc").and_then(|v| v.as_u64()).unwrap_or(0),
         g("cpu"),
         g("memory"),
@@ -228,6 +231,7 @@ fn header(m: &mut String, meta: &Meta) {
         g("haproxy"),
         g("nginx"),
         g("wrk"),
+        g("h2load"),
         g("engine"),
         meta.origin_command
     );
@@ -239,6 +243,14 @@ fn header(m: &mut String, meta: &Meta) {
 
 /// The headline: the subject's ratios to the others, per scenario and metric.
 fn ratios_table(m: &mut String, meta: &Meta, rs: &[ScenarioResult]) {
+    ratios_main(m, meta, rs);
+    for r in rs.iter().filter(|r| r.page) {
+        report_h2::page_ratios(m, r);
+    }
+}
+
+/// The subject against the other targets.
+fn ratios_main(m: &mut String, meta: &Meta, rs: &[ScenarioResult]) {
     // the headline: ratios
     let _ = writeln!(
         m,
@@ -247,14 +259,14 @@ fn ratios_table(m: &mut String, meta: &Meta, rs: &[ScenarioResult]) {
     );
     let _ = writeln!(
         m,
-        "Rounds are interleaved, so round i of each target ran side by side; each ratio is taken per round. req/s: higher is better for {s}; p99 and CPU/request: lower is better for {s}; idle-10k: bytes per idle connection, lower is better.\n",
+        "Rounds are interleaved, so round i of each target ran side by side; each ratio is taken per round. req/s: higher is better for {s}; p99 and CPU/request: lower is better for {s}; idle-10k, idle-burst, h2-idle, tls-idle: bytes per idle connection, lower is better.\n",
         s = meta.subject
     );
     let _ = writeln!(
         m,
         "| scenario | metric | vs haproxy | vs nginx | vs direct |\n|---|---|---|---|---|"
     );
-    for r in rs {
+    for r in rs.iter().filter(|r| !r.page) {
         let mut metrics: Vec<&str> = Vec::new();
         for x in &r.ratios {
             if !metrics.contains(&x.metric.as_str()) {
@@ -286,14 +298,26 @@ fn ratios_table(m: &mut String, meta: &Meta, rs: &[ScenarioResult]) {
 
 /// One scenario: what it is, a row per target, where the CPU went, the errors.
 fn scenario_section(m: &mut String, meta: &Meta, r: &ScenarioResult) {
-    let idle = r.name.starts_with("idle");
+    let idle = r.idle;
     let _ = writeln!(m, "## {}\n\n{}.\n", r.name, r.what);
+    if r.page {
+        report_h2::page_section(m, r);
+        notes(m, r);
+        return;
+    }
     if idle {
-        let _ = writeln!(
-            m,
-            "Each client connects, makes one request, and stays open; then a trickle of 200 req/s runs one at a time over a stride of the whole set (latency from intended send time). Memory per idle connection = RSS growth of the target's processes / clients.\n"
-        );
+        if r.tls {
+            report_h2::idle_intro(m, r.h2);
+        } else {
+            let _ = writeln!(
+                m,
+                "Each client connects, makes one request, and stays open; then a trickle of 200 req/s runs one at a time over a stride of the whole set (latency from intended send time). Memory per idle connection = RSS growth of the target's processes / clients.\n"
+            );
+        }
         m.push_str("| target | bytes per idle conn 1 s after the last answer | bytes per idle conn, settled | trickle p50 / p99 / p99.9 | CPU µs/req | peak RSS | trickle req/s | |\n|---|---|---|---|---|---|---|---|\n");
+    } else if r.h2 {
+        report_h2::load_intro(m, r);
+        m.push_str("| target | req/s median (min–max) | h2load p50 / p99 / p99.9 | constant-rate p50 / p99 / p99.9 | CPU µs/req | peak RSS |\n|---|---|---|---|---|---|\n");
     } else {
         if let Some(rate) = r.constant_rate_rps {
             let _ = writeln!(
@@ -319,6 +343,14 @@ fn scenario_section(m: &mut String, meta: &Meta, r: &ScenarioResult) {
     if !idle {
         cpu_split(m, r, &meta.subject);
     }
+    if r.h2 && !idle {
+        report_h2::counts(m, r);
+    }
+    notes(m, r);
+}
+
+/// The errors of every run, and a blank line.
+fn notes(m: &mut String, r: &ScenarioResult) {
     let notes: Vec<String> = r
         .targets
         .iter()
@@ -348,221 +380,23 @@ const HOW: &str = "## How the configurations are equivalent\n\n\
 - Two workers each: engine `--cores 2` (`--no-pin` unless the run says `--pin-engine`: no proxy is pinned, as the cores are shared with wrk and the origins), HAProxy `nbthread 2`, nginx `worker_processes 2`; logging off everywhere; `X-Forwarded-For` added by all three; client keep-alive timeout 120 s; no request limit per connection (nginx `keepalive_requests 100000000`).\n\
 - Sticky scenarios: engine `[backend.cookie] name=\"SERVERID\" mode=\"insert\" indirect nocache`, HAProxy `cookie SERVERID insert indirect nocache`. nginx OSS cannot insert a persistence cookie; the closest equivalent used here maps `$cookie_SERVERID` to a one-server upstream (exact stickiness), adds `Set-Cookie: SERVERID=<id>; Path=/` from `$upstream_addr` when the client sent none, and removes the cookie from what the origin receives.\n\
 - TLS: the same self-signed certificate for all three (ECDSA P-256 for tls-ka, tls-handshake-ec and tls-resume, RSA-2048 for tls-handshake), TLS 1.2 and 1.3 in all three (nginx `ssl_protocols TLSv1.2 TLSv1.3`: 1.22's default stops at 1.2), TLS 1.3 negotiated. wrk offers its previous connection's session on each new one, so the tls-handshake scenarios turn resumption off in all three servers (engine `session_resumption = false`; HAProxy `no-tls-tickets` and `tune.ssl.cachesize 0`; nginx `ssl_session_tickets off`, `ssl_session_cache off`) and every handshake is a full one; tls-resume leaves it on (nginx `ssl_session_cache shared:tls:10m`).\n\
+- HTTP/2 (h2, h2-idle, h2-page): the same TLS listener and certificate as tls-ka, ALPN offering h2 then http/1.1 in all three (engine `alpn = [\"h2\", \"http/1.1\"]` on the frontend, its default; HAProxy `bind ... ssl crt ... alpn h2,http/1.1`; nginx `listen ... ssl http2` before 1.25.1, `http2 on;` from it); HTTP/1.1 to the origins, pooled as above; the servers' default stream limits (engine and HAProxy 100, nginx 128 concurrent streams), above the 10 (41 in h2-page) the clients open. nginx's `keepalive_requests` and `keepalive_timeout` also bound its HTTP/2 connections (from 1.19.7), set as above.\n\
 - The engine runs with `MIMALLOC_ALLOW_THP=0` so its RSS is not rounded up to huge pages.\n\
 - Every generated configuration is under configs/<scenario>/, and every command in results.json.\n\n\
 ## How to read this\n\n\
 - req/s: wrk `--latency -t1 -c64` (16 connections for 1 MiB); percentiles from wrk's `done` callback (its own histogram, subject to coordinated omission at saturation).\n\
+- h2: h2load `-t 1 -c 64 -m 10 -D S --log-file=LOG`; req/s = responses / S; h2load prints no percentiles, so p50/p99/p99.9 are nearest-rank percentiles over the latency of every response in its log (as wrk's, at saturation: throughput figures). Failed streams and 4xx/5xx answers are counted from its summary.\n\
+- h2-page: one h2load process per page load (connections and TLS handshakes included), `-n 41 -c 1 -m 41` over HTTP/2, `--h1 -n 41 -c 6 -m 1` over HTTP/1.1; the time is h2load's \"finished in\".\n\
 - constant-rate: the harness's generator at a fixed rate below every proxy's capacity; its percentiles are the honest latency figures.\n\
 - CPU µs/req: utime+stime of the target's processes (from /proc/PID/stat) over the run / requests. For direct, the origin's CPU.\n\
 - Where the CPU went: the origins' CPU from /proc/PID/stat, wrk's from getrusage(RUSAGE_CHILDREN) around its run, the machine's busy time from /proc/stat; the rest is busy time no process here accounts for. With idle near 0 the cores are saturated and req/s is about cores / total CPU per request, so wrk and the origins bound every proxy's req/s: `rps ceiling (zero-CPU subject)` is the req/s ratio the subject would reach against each other target if its own CPU per request were zero, and `rps ceiling (subject's kernel time only)` the same if only its user-space CPU were zero (its kernel time, the socket work on loopback, kept).\n\
 - peak RSS: VmHWM summed over the target's processes during the scenario (for direct, over the whole bench).\n";
 
-const COLORS: [(&str, &str); 4] = [
-    ("engine", "#d62728"),
-    ("haproxy", "#1f77b4"),
-    ("nginx", "#2ca02c"),
-    ("direct", "#7f7f7f"),
-];
-
-/// Grouped bars, log scale: per scenario, per target, p50 / p99 / p99.9 (wrk).
-pub fn svg(meta: &Meta, rs: &[ScenarioResult]) -> String {
-    let c = Chart::new(rs);
-    let (width, height, left) = (c.width, c.height, c.left);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"11\">"
-    );
-    let _ = writeln!(
-        s,
-        "<!-- produced by: {} -->",
-        meta.command.replace("--", "- -")
-    );
-    let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
-    let _ = writeln!(
-        s,
-        "<text x=\"{left}\" y=\"22\" font-size=\"14\">Latency per scenario (wrk; bars: p50, p99, p99.9; log scale), {}</text>",
-        meta.date
-    );
-    c.grid(&mut s);
-    for (gi, r) in rs.iter().enumerate() {
-        c.group(&mut s, gi, r);
-    }
-    c.legend(&mut s);
-    s.push_str("</svg>\n");
-    s
-}
-
-/// The latency chart's geometry and its log scale, from `lo` to `hi` µs.
-struct Chart {
-    bar: f64,
-    tgap: f64,
-    ggap: f64,
-    /// the width of one scenario's group of bars
-    gw: f64,
-    left: f64,
-    top: f64,
-    h: f64,
-    width: f64,
-    height: f64,
-    lo: f64,
-    hi: f64,
-}
-
-impl Chart {
-    fn new(rs: &[ScenarioResult]) -> Chart {
-        let bar = 7.0;
-        let tgap = 5.0;
-        let ggap = 30.0;
-        let ntargets = COLORS.len() as f64;
-        let gw = ntargets * (3.0 * bar + tgap);
-        let left = 70.0;
-        let top = 50.0;
-        let h = 300.0;
-        let (lo, hi) = scale(rs);
-        Chart {
-            bar,
-            tgap,
-            ggap,
-            gw,
-            left,
-            top,
-            h,
-            width: left + rs.len() as f64 * (gw + ggap) + 160.0,
-            height: top + h + 90.0,
-            lo,
-            hi,
-        }
-    }
-
-    fn y(&self, v: f64) -> f64 {
-        let (lo, hi) = (self.lo, self.hi);
-        self.top + self.h - (v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10()) * self.h
-    }
-
-    /// A line per power of ten.
-    fn grid(&self, s: &mut String) {
-        let left = self.left;
-        let mut v = self.lo;
-        while v <= self.hi * 1.0001 {
-            let yy = self.y(v);
-            let _ = writeln!(
-                s,
-                "<line x1=\"{left}\" x2=\"{:.0}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{:.0}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                self.width - 150.0,
-                left - 5.0,
-                yy + 4.0,
-                us(v)
-            );
-            v *= 10.0;
-        }
-    }
-
-    /// Scenario `gi`: three bars per target (n/a when it has no figures), its name below.
-    fn group(&self, s: &mut String, gi: usize, r: &ScenarioResult) {
-        let (bar, top, h) = (self.bar, self.top, self.h);
-        let gx = self.left + 10.0 + gi as f64 * (self.gw + self.ggap);
-        for (ti, (name, color)) in COLORS.iter().enumerate() {
-            let tx = gx + ti as f64 * (3.0 * bar + self.tgap);
-            let t = r.targets.iter().find(|t| t.target == *name);
-            let st = t.map(|t| [&t.summary.p50_us, &t.summary.p99_us, &t.summary.p999_us]);
-            match st {
-                Some(arr) if arr.iter().any(|x| x.is_some()) => {
-                    for (pi, p) in arr.iter().enumerate() {
-                        if let Some(p) = p {
-                            let yy = self.y(p.median.max(1.0));
-                            let op = [1.0, 0.65, 0.35][pi];
-                            let _ = writeln!(
-                                s,
-                                "<rect x=\"{:.1}\" y=\"{yy:.1}\" width=\"{bar}\" height=\"{:.1}\" fill=\"{color}\" fill-opacity=\"{op}\"><title>{} {name} p{}: {}</title></rect>",
-                                tx + pi as f64 * bar,
-                                top + h - yy,
-                                r.name,
-                                ["50", "99", "99.9"][pi],
-                                us(p.median)
-                            );
-                        }
-                    }
-                }
-                _ => {
-                    let _ = writeln!(
-                        s,
-                        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"8\" fill=\"{color}\" transform=\"rotate(-90 {:.1} {:.1})\">n/a</text>",
-                        tx + 12.0,
-                        top + h - 4.0,
-                        tx + 12.0,
-                        top + h - 4.0
-                    );
-                }
-            }
-        }
-        let _ = writeln!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            gx + self.gw / 2.0,
-            top + h + 18.0,
-            r.name
-        );
-    }
-
-    /// The targets' colours, and which bar is which percentile.
-    fn legend(&self, s: &mut String) {
-        let top = self.top;
-        let lx = self.width - 140.0;
-        for (i, (name, color)) in COLORS.iter().enumerate() {
-            let ly = top + 10.0 + i as f64 * 18.0;
-            let _ = writeln!(
-                s,
-                "<rect x=\"{lx}\" y=\"{:.0}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{:.0}\" y=\"{:.0}\">{name}</text>",
-                ly,
-                lx + 18.0,
-                ly + 10.0
-            );
-        }
-        let _ = writeln!(
-            s,
-            "<text x=\"{lx}\" y=\"{:.0}\">dark → light:</text><text x=\"{lx}\" y=\"{:.0}\">p50, p99, p99.9</text>",
-            top + 100.0,
-            top + 114.0
-        );
-    }
-}
-
-/// The powers of ten below and above every percentile shown.
-fn scale(rs: &[ScenarioResult]) -> (f64, f64) {
-    let mut vals = Vec::new();
-    for r in rs {
-        for t in &r.targets {
-            for s in [&t.summary.p50_us, &t.summary.p99_us, &t.summary.p999_us]
-                .into_iter()
-                .flatten()
-            {
-                vals.push(s.median.max(1.0));
-            }
-        }
-    }
-    let lo = 10f64
-        .powf(
-            vals.iter()
-                .copied()
-                .fold(f64::INFINITY, f64::min)
-                .log10()
-                .floor(),
-        )
-        .max(1.0);
-    let hi = 10f64.powf(vals.iter().copied().fold(10.0, f64::max).log10().ceil());
-    let lo = if lo.is_finite() {
-        lo.min(hi / 10.0)
-    } else {
-        1.0
-    };
-    (lo, hi)
-}
-
 pub fn write_all(out: &Path, meta: &Meta, rs: &[ScenarioResult]) -> std::io::Result<()> {
-    let graphable: Vec<ScenarioResult> = rs.to_vec();
+    // page-load times are in the h2-page section, not the latency chart
+    let graphable: Vec<ScenarioResult> = rs.iter().filter(|r| !r.page).cloned().collect();
     std::fs::write(out.join("report.md"), markdown(meta, rs))?;
-    std::fs::write(out.join("latency.svg"), svg(meta, &graphable))?;
+    std::fs::write(out.join("latency.svg"), chart::svg(meta, &graphable))?;
     let json = serde_json::json!({
         "command": meta.command,
         "date": meta.date,
@@ -575,6 +409,7 @@ pub fn write_all(out: &Path, meta: &Meta, rs: &[ScenarioResult]) -> std::io::Res
             "idle_clients": meta.settings.idle_clients,
             "idle_clients_requested": meta.settings.idle_clients_requested,
             "maxconn": meta.settings.maxconn,
+            "page_loads": meta.settings.page_loads,
             "constant_rate_rps_override": meta.settings.cr_rate,
         },
         "subject": meta.subject,

@@ -3,10 +3,12 @@
 //! runs summarised.
 
 use crate::configs::{Scenario, Tls};
-use crate::loadgen;
+use crate::h2load::{self, H2loadCounts};
 use crate::procs::{self, Proc};
 use crate::records::{ratios, summarize, CpuSplit, RunRecord, ScenarioResult, Stat3};
 use crate::targets::{start_target, Ctx, Dirs, Live};
+use crate::wrk::WrkResult;
+use crate::{h2idle, loadgen, page};
 use crate::{log, truncate, wrk};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,25 +35,30 @@ pub fn run_scenario(
         name: sc.name.into(),
         what: sc.what.into(),
         connections: sc.connections,
+        idle: sc.idle,
+        tls: sc.tls != Tls::None,
+        h2: sc.h2,
+        streams: sc.streams,
+        page: sc.page,
         ..Default::default()
     };
     let script = dirs.dir.join("scenario.lua");
-    let lua = wrk::lua_script(sc);
-    let _ = std::fs::write(&script, &lua);
-    let _ = std::fs::write(dirs.out_cfg.join("scenario.lua"), &lua);
-    if !sc.idle {
-        r.lua_script = Some(lua);
+    if !sc.h2 {
+        let lua = wrk::lua_script(sc);
+        let _ = std::fs::write(&script, &lua);
+        let _ = std::fs::write(dirs.out_cfg.join("scenario.lua"), &lua);
+        if !sc.idle {
+            r.lua_script = Some(lua);
+        }
     }
-    let mut live: Vec<Live> = targets
-        .iter()
-        .map(|t| start_target(t, sc, cx, &dirs))
-        .collect();
+    let mut live: Vec<Live> = targets.iter().map(|t| start(sc, cx, &dirs, t)).collect();
     for l in &live {
         log_na(sc, l);
     }
     // warm-up: also proves that the target answers this scenario at all
     for l in live.iter_mut().filter(|l| l.res.available) {
-        warm_up(sc, cx, &script, l);
+        let h2log = dirs.dir.join(format!("{}-h2load.log", l.name));
+        warm_up(sc, cx, &script, &h2log, l);
         log_na(sc, l);
     }
     let rounds = Rounds {
@@ -67,7 +74,7 @@ pub fn run_scenario(
         }
         mark_exited(&mut live);
     }
-    if !sc.idle {
+    if !sc.idle && !sc.page {
         r.constant_rate_rps = constant_rate_runs(sc, cx, &mut live, &rounds.req);
     }
     for l in live.iter_mut() {
@@ -89,6 +96,40 @@ pub fn run_scenario(
     r
 }
 
+/// Starts target `t` for `sc`; h2-page runs through the engine (and the baseline) only,
+/// with the page's uris.txt beside its configuration.
+fn start(sc: &Scenario, cx: &Ctx, dirs: &Dirs, t: &str) -> Live {
+    if sc.page && t != "engine" && t != "baseline" {
+        return Live::na(
+            t,
+            "h2-page compares HTTP/1.1 with HTTP/2 through the engine only".into(),
+        );
+    }
+    let l = start_target(t, sc, cx, dirs);
+    if sc.page && l.res.available {
+        let u = page::uris(l.port);
+        let _ = std::fs::write(dirs.dir.join(t).join("uris.txt"), &u);
+        let _ = std::fs::write(dirs.out_cfg.join(format!("{t}-uris.txt")), &u);
+    }
+    l
+}
+
+/// One timed run of the scenario's client: wrk, or for HTTP/2 h2load (`-c` connections
+/// x `-m` streams, its request log in `h2log`, read and deleted).
+fn load(
+    sc: &Scenario,
+    script: &Path,
+    h2log: &Path,
+    url: &str,
+    secs: u64,
+) -> Result<(WrkResult, Option<H2loadCounts>), String> {
+    if sc.h2 {
+        h2load::run(url, sc.connections, sc.streams, secs, h2log).map(|(w, c)| (w, Some(c)))
+    } else {
+        wrk::run(script, url, sc.connections, secs).map(|(w, _)| (w, None))
+    }
+}
+
 fn log_na(sc: &Scenario, l: &Live) {
     if let Some(why) = &l.res.reason {
         log(&format!(
@@ -100,10 +141,11 @@ fn log_na(sc: &Scenario, l: &Live) {
     }
 }
 
-/// The warm-up run; a target that gets no (or mostly no) successful answer is n/a.
-fn warm_up(sc: &Scenario, cx: &Ctx, script: &Path, l: &mut Live) {
+/// The warm-up run; a target that gets no (or mostly no) successful answer is n/a (for
+/// HTTP/2, also one that does not negotiate h2).
+fn warm_up(sc: &Scenario, cx: &Ctx, script: &Path, h2log: &Path, l: &mut Live) {
     let url = l.res.url.clone().expect("url");
-    match wrk::run(script, &url, sc.connections, cx.set.warmup.max(1)) {
+    match load(sc, script, h2log, &url, cx.set.warmup.max(1)) {
         Ok((w, _)) => {
             let good = w.requests.saturating_sub(w.non_2xx);
             if good == 0 {
@@ -164,12 +206,36 @@ impl Rounds<'_> {
             round: round + 1,
             ..Default::default()
         };
-        if self.sc.idle {
+        if self.sc.page {
+            self.page_run(l, p, &mut rec);
+        } else if self.sc.idle {
             self.idle_run(l, p, &mut rec);
         } else {
-            self.wrk_run(l, p, &mut rec);
+            self.load_run(l, p, &mut rec);
         }
         l.res.runs.push(rec);
+    }
+
+    /// h2load's request log for target `l`.
+    fn h2log(&self, l: &Live) -> PathBuf {
+        self.dirs.dir.join(format!("{}-h2load.log", l.name))
+    }
+
+    /// h2-page: the page loads of both protocols.
+    fn page_run(&self, l: &Live, p: &Proc, rec: &mut RunRecord) {
+        rec.page = page::round(p, self.cx.set.page_loads, &self.dirs.dir.join(&l.name));
+        for s in &rec.page {
+            log(&format!(
+                "{} / {} round {}: {} on {} connection(s): page load p50 {:.2} ms, p99 {:.2} ms, {:.0} us CPU/page, {} of {} loads failed",
+                self.sc.name, l.name, rec.round, s.protocol, s.connections, s.p50_ms, s.p99_ms, s.cpu_us_per_load, s.failed_loads, s.loads
+            ));
+            if let Some(e) = &s.first_failure {
+                rec.error = Some(format!(
+                    "{} {} loads failed, the first: {e}",
+                    s.failed_loads, s.protocol
+                ));
+            }
+        }
     }
 
     /// A fresh process per round: freed connection memory stays in the allocator, so a
@@ -181,12 +247,8 @@ impl Rounds<'_> {
         let mut fresh = start_target(&l.name, self.sc, self.cx, self.dirs);
         if fresh.res.available {
             if let Some(u) = fresh.res.url.clone() {
-                let _ = wrk::run(
-                    &self.script,
-                    &u,
-                    self.sc.connections,
-                    self.cx.set.warmup.max(1),
-                );
+                let secs = self.cx.set.warmup.max(1);
+                let _ = load(self.sc, &self.script, &self.h2log(l), &u, secs);
             }
             l.proc = fresh.proc.take();
             l.port = fresh.port;
@@ -198,21 +260,52 @@ impl Rounds<'_> {
         }
     }
 
-    /// Idle clients (arriving one by one, or in bursts) and a trickle of requests.
+    /// Idle clients (arriving one by one, or in bursts) and a trickle of requests; over
+    /// TLS (HTTP/2, or HTTP/1.1), up to 5,000 h2load connections held idle (no trickle).
     fn idle_run(&self, l: &Live, p: &Proc, rec: &mut RunRecord) {
         let (sc, set) = (self.sc, self.cx.set);
-        let addr: SocketAddr = format!("127.0.0.1:{}", l.port).parse().expect("addr");
-        let trickle = Duration::from_secs(set.cr_duration.max(1));
-        let clients = if sc.burst > 1 {
-            set.idle_clients.min(5000)
+        let hold = Duration::from_secs(set.cr_duration.max(1));
+        let ir = if sc.tls != Tls::None {
+            // a fresh process each round, on a port of its own
+            let url = wrk::url(sc, l.port);
+            let run = h2idle::IdleRun {
+                h1: !sc.h2,
+                url: &url,
+                port: l.port,
+                clients: set.idle_clients.min(5000),
+                hold,
+                dir: &self.dirs.dir.join(&l.name),
+            };
+            rec.client_command = Some(h2idle::command_line(&run));
+            match h2idle::idle_test(&run, p) {
+                Ok(ir) => ir,
+                Err(e) => {
+                    log(&format!(
+                        "{} / {} round {}: {e}",
+                        sc.name, l.name, rec.round
+                    ));
+                    rec.error = Some(e);
+                    return;
+                }
+            }
         } else {
-            set.idle_clients
+            let addr: SocketAddr = format!("127.0.0.1:{}", l.port).parse().expect("addr");
+            let clients = if sc.burst > 1 {
+                set.idle_clients.min(5000)
+            } else {
+                set.idle_clients
+            };
+            let arrival = loadgen::Arrival {
+                clients,
+                burst: sc.burst,
+            };
+            loadgen::idle_test(addr, Some(p), arrival, 200.0, hold, &self.req)
         };
-        let arrival = loadgen::Arrival {
-            clients,
-            burst: sc.burst,
-        };
-        let ir = loadgen::idle_test(addr, Some(p), arrival, 200.0, trickle, &self.req);
+        self.idle_record(l, ir, rec);
+    }
+
+    /// An idle run's figures into its record, and the log line.
+    fn idle_record(&self, l: &Live, ir: loadgen::IdleResult, rec: &mut RunRecord) {
         rec.cpu_seconds = ir.cpu_seconds;
         rec.cpu_us_per_req = ir.cpu_us_per_req;
         rec.rss_kib = ir.rss_after_kib;
@@ -222,31 +315,37 @@ impl Rounds<'_> {
                 ir.clients_open, ir.clients_wanted
             ));
         }
+        let trickle = if ir.trickle.connections > 0 {
+            format!(", trickle p99 {:.0} us", ir.trickle.p99_us)
+        } else {
+            String::new()
+        };
         log(&format!(
-            "{} / {} round {}: {} clients, {:.0} B per idle connection ({:.0} B 1 s after the last answer), trickle p99 {:.0} us",
-            sc.name,
+            "{} / {} round {}: {} clients, {:.0} B per idle connection ({:.0} B 1 s after the last answer){trickle}",
+            self.sc.name,
             l.name,
             rec.round,
             ir.clients_open,
             ir.bytes_per_idle_conn,
             ir.bytes_per_idle_conn_1s,
-            ir.trickle.p99_us
         ));
         rec.idle = Some(ir);
     }
 
-    /// One wrk run, with the CPU of the target, the origins, wrk and the machine around it.
-    fn wrk_run(&self, l: &Live, p: &Proc, rec: &mut RunRecord) {
+    /// One wrk (or h2load) run, with the CPU of the target, the origins, the client and
+    /// the machine around it.
+    fn load_run(&self, l: &Live, p: &Proc, rec: &mut RunRecord) {
         let os = self.cx.os;
         let url = l.res.url.clone().expect("url");
         let (c0, y0) = p.cpu_times();
         let o0 = os.cpu_seconds();
         let k0 = procs::children_cpu_seconds();
         let m0 = procs::MachineCpu::now();
-        let w = wrk::run(
+        let w = load(
+            self.sc,
             &self.script,
+            &self.h2log(l),
             &url,
-            self.sc.connections,
             self.cx.set.duration,
         );
         let m1 = procs::MachineCpu::now();
@@ -256,7 +355,10 @@ impl Rounds<'_> {
         rec.rss_kib = p.rss_kib().0;
         rec.cpu_seconds = c1 - c0;
         let w = match w {
-            Ok((w, _)) => w,
+            Ok((w, counts)) => {
+                rec.h2load = counts;
+                w
+            }
             Err(e) => {
                 log(&format!(
                     "{} / {} round {}: {e}",
@@ -284,7 +386,16 @@ impl Rounds<'_> {
                 idle_share,
             });
         }
-        if w.errors > 0 || w.non_2xx > 0 {
+        if let Some(c) = rec
+            .h2load
+            .as_ref()
+            .filter(|_| w.errors > 0 || w.non_2xx > 0)
+        {
+            rec.error = Some(format!(
+                "{} failed streams ({} errored, {} timeout), {} 4xx/5xx",
+                c.failed, c.errored, c.timeout, w.non_2xx
+            ));
+        } else if w.errors > 0 || w.non_2xx > 0 {
             rec.error = Some(format!(
                 "{} socket errors, {} non-2xx/3xx",
                 w.errors, w.non_2xx
@@ -344,7 +455,10 @@ fn constant_rate_runs(sc: &Scenario, cx: &Ctx, live: &mut [Live], req: &[u8]) ->
         .cr_rate
         .unwrap_or((half_capacity_base(live) * 0.5).floor());
     let cr_na = if sc.tls != Tls::None {
-        Some("the harness's generator speaks plain HTTP only (wrk figures above)".to_string())
+        Some(format!(
+            "the harness's generator speaks plain HTTP/1.1 only ({} figures above)",
+            if sc.h2 { "h2load" } else { "wrk" }
+        ))
     } else if !rate.is_finite() || rate < 1.0 {
         Some("no target measured".to_string())
     } else {

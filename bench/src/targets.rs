@@ -90,6 +90,21 @@ pub struct Live {
 }
 
 impl Live {
+    /// A target that does not run this scenario, and why.
+    pub fn na(name: &str, why: String) -> Live {
+        Live {
+            name: name.into(),
+            proc: None,
+            port: 0,
+            res: TargetResult {
+                target: name.into(),
+                available: false,
+                reason: Some(why),
+                ..Default::default()
+            },
+        }
+    }
+
     pub fn proc<'a>(&'a self, origins: &'a OriginSet) -> Option<&'a Proc> {
         if self.name == "direct" {
             origins.procs.first()
@@ -133,14 +148,10 @@ pub fn start_target(name: &str, sc: &Scenario, cx: &Ctx, dirs: &Dirs) -> Live {
             }
         }
         Err(why) => {
-            res.available = false;
-            res.reason = Some(why);
-            Live {
-                name: res.target.clone(),
-                proc: None,
-                port: 0,
-                res,
-            }
+            let mut l = Live::na(name, why);
+            l.res.start_command = res.start_command;
+            l.res.config_file = res.config_file;
+            l
         }
     }
 }
@@ -323,6 +334,7 @@ pub fn machine_info(bins: &Bins) -> serde_json::Value {
         "haproxy": first(cmd_output("haproxy", &["-v"])),
         "nginx": first(cmd_output("nginx", &["-v"])),
         "wrk": first(cmd_output("wrk", &["-v"])),
+        "h2load": first(cmd_output("h2load", &["--version"])),
         "openssl": first(cmd_output("openssl", &["version"])),
         "engine": if engine.exists() { first(cmd_output(&engine.display().to_string(), &["--version"])) } else { "not built".to_string() },
         "origin": bins.origin.as_ref().map(|p| p.display().to_string()),

@@ -7,6 +7,9 @@
 //! Keep-alive and pipelining; `Connection: close` honoured. Every response carries `X-Node`.
 //!
 //! - `GET /` and `GET /login/index.php`: a small Moodle-like page
+//! - `GET /mod/quiz/view.php`: a quiz page that references 40 assets (as the tools crate's
+//!   origin): `/theme/styles{i}.css` for even i, `/theme/script{i}.js` for odd i
+//! - `GET /theme/<anything>`: a small stylesheet (or script, for a name ending in `.js`)
 //! - `GET /download?size=N`: N bytes (Content-Length framing)
 //! - `POST /upload`: reads the body (Content-Length) and answers its length
 //! - anything else: 404
@@ -44,9 +47,32 @@ fn small_page(name: &str) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// The quiz page: 40 stylesheets and scripts from `/theme/`, as the tools crate's origin
+/// serves it (without its in-page login script).
+fn quiz_page(name: &str) -> Vec<u8> {
+    let mut s = String::from("<!DOCTYPE html><html><head><title>Quiz</title>");
+    for i in 0..40usize {
+        if i.is_multiple_of(2) {
+            s.push_str(&format!(
+                "<link rel=\"stylesheet\" href=\"/theme/styles{i}.css\">"
+            ));
+        } else {
+            s.push_str(&format!("<script src=\"/theme/script{i}.js\"></script>"));
+        }
+    }
+    s.push_str("</head><body><h1>Quiz on ");
+    s.push_str(name);
+    s.push_str("</h1><p>Question 1 of 20.</p></body></html>\n");
+    s.into_bytes()
+}
+
+const THEME_CSS: &[u8] = b"body { font-family: sans-serif; }\n";
+const THEME_JS: &[u8] = b"window.loaded = (window.loaded || 0) + 1;\n";
+
 struct Ctx {
     name: String,
     page: Vec<u8>,
+    quiz: Vec<u8>,
 }
 
 fn head(ctx: &Ctx, out: &mut Vec<u8>, status: &str, ctype: &str, len: usize, close: bool) {
@@ -173,6 +199,13 @@ fn answer(ctx: &Ctx, c: &mut Conn, req: &Req) {
     }
     c.discard = clen;
     c.upload_len = None;
+    respond(ctx, c, method, target, close);
+    c.close_after = close;
+}
+
+/// Queues the response to a request without a body to read first.
+fn respond(ctx: &Ctx, c: &mut Conn, method: &str, target: &str, close: bool) {
+    let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/") | ("GET", "/login/index.php") | ("HEAD", "/") => {
             head(
@@ -186,6 +219,27 @@ fn answer(ctx: &Ctx, c: &mut Conn, req: &Req) {
             if method == "GET" {
                 c.wbuf.extend_from_slice(&ctx.page);
             }
+        }
+        ("GET", "/mod/quiz/view.php") => {
+            let len = ctx.quiz.len();
+            head(
+                ctx,
+                &mut c.wbuf,
+                "200 OK",
+                "text/html; charset=utf-8",
+                len,
+                close,
+            );
+            c.wbuf.extend_from_slice(&ctx.quiz);
+        }
+        ("GET", p) if p.starts_with("/theme/") => {
+            let (ctype, body) = if p.ends_with(".js") {
+                ("application/javascript", THEME_JS)
+            } else {
+                ("text/css", THEME_CSS)
+            };
+            head(ctx, &mut c.wbuf, "200 OK", ctype, body.len(), close);
+            c.wbuf.extend_from_slice(body);
         }
         ("GET", "/download") => {
             let size = target
@@ -225,7 +279,6 @@ fn answer(ctx: &Ctx, c: &mut Conn, req: &Req) {
             c.wbuf.extend_from_slice(body);
         }
     }
-    c.close_after = close;
 }
 
 /// Writes what is pending. Ok(true) when everything is written.
@@ -515,6 +568,7 @@ fn main() {
     for _ in 0..threads.max(1) {
         let ctx = Ctx {
             page: small_page(&name),
+            quiz: quiz_page(&name),
             name: name.clone(),
         };
         let addrs = addrs.clone();
