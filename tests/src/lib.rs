@@ -206,6 +206,7 @@ pub fn start_cores(cfg: config::Config, driver: DriverChoice, cores: usize) -> R
             driver,
             pin: false,
             reload_from: None,
+            successor: None,
         },
     )
     .unwrap_or_else(|e| panic!("engine::start on {driver:?}: {e}"));

@@ -122,6 +122,41 @@ fn privilege_drop_clears_supplementary_groups() {
 }
 
 #[test]
+fn an_engine_already_running_as_its_user_starts_as_systemds_user_would_start_it() {
+    // The unit's `User=engine` with `user = "engine"` in the file, and an `upgrade`'s
+    // successor, which its predecessor started after it switched: no groups to set.
+    let o = origins(1);
+    let dir = tmpdir("already-user");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let text = Web::new(&[&o[0]])
+        .tail("[global]\nuser = \"nobody\"\ngroup = \"nogroup\"\n")
+        .text();
+    let port = port_of(&text);
+    let how = Spawn {
+        pre_exec: Some(Box::new(|| {
+            // SAFETY: credential calls between fork and exec.
+            let ok = unsafe {
+                libc::setgroups(0, std::ptr::null()) == 0
+                    && libc::setgid(65534) == 0
+                    && libc::setuid(65534) == 0
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })),
+        ..Spawn::default()
+    };
+    let mut e = EngineProc::start(&dir, &text, port, how);
+    get_ok(SocketAddr::from(([127, 0, 0, 1], port)), "/");
+    assert!(e.running(), "{}", e.said());
+    e.signal(SIGTERM);
+    assert_eq!(e.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
 fn a_user_that_does_not_exist_stops_the_engine_with_exit_1() {
     let o = origins(1);
     let dir = tmpdir("nouser");

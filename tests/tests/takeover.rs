@@ -4,9 +4,12 @@
 //! MAINT), and the old one stops accepting, drains, and exits 0. 64 keep-alive
 //! connections through it see no error at all. A takeover that cannot happen (a socket
 //! that is not an engine's, a path with nothing behind it, a user that does not exist)
-//! fails with a clear error and leaves the running engine serving.
+//! fails with a clear error and leaves the running engine serving. Under systemd the
+//! admin socket's `upgrade` starts the takeover from inside the unit: the successor says
+//! `MAINPID=` itself and the old one, draining, never says `STOPPING=1`.
 
 use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -214,4 +217,113 @@ fn a_takeover_that_cannot_happen_leaves_the_running_engine_serving() {
         .iter()
         .any(|l| l == &format!("pid: {}", old.pid())));
     assert!(!old.said().contains("takeover done"), "{}", old.said());
+}
+
+/// Whether `pid` has exited (gone, or a zombie no one reaps: it was orphaned).
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
+        .unwrap_or(true)
+}
+
+#[test]
+fn the_admin_upgrade_starts_the_binary_again_and_tells_systemd_its_new_main_pid() {
+    let o = origins(2);
+    let dir = tmpdir("upgrade");
+    let port = free_port();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(&cfg, text(&dir, port, &o, "")).unwrap();
+    let notify = dir.join("notify.sock");
+    let systemd = UnixDatagram::bind(&notify).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let heard = |until: &dyn Fn(&[String]) -> bool, limit: Duration| {
+        let deadline = Instant::now() + limit;
+        let (mut got, mut buf) = (Vec::new(), vec![0u8; 4096]);
+        while !until(&got) && Instant::now() < deadline {
+            if let Ok(n) = systemd.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    };
+    let stderr = dir.join("engine.stderr");
+    let child = Command::new(engine_bin(true))
+        .args(["--cores", "2", "-c"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut old = EngineProc {
+        child,
+        dir: dir.clone(),
+        config: cfg.clone(),
+        stderr,
+    };
+    let ready = heard(&|m| !m.is_empty(), Duration::from_secs(20));
+    assert!(
+        ready[0].starts_with("READY=1\n"),
+        "{ready:?}\n{}",
+        old.said()
+    );
+    let sock = dir.join("admin.sock");
+    Admin::connect(&sock).ok("disable server moodle/m1");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let load = Load::start(Spec {
+        addr,
+        conns: 16,
+        path: "/".into(),
+        cookie: Some("SERVERID".into()),
+        limit: Duration::from_secs(40),
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    let answer = Admin::connect(&sock).ask("upgrade");
+    let new_pid: u32 = answer[0]
+        .strip_prefix("ok: pid ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{answer:?}"));
+    assert!(answer[0].contains("is taking over"), "{answer:?}");
+    let main_pid = format!("MAINPID={new_pid}\n");
+    let told = heard(
+        &|m| m.iter().any(|m| m.starts_with(&main_pid)),
+        Duration::from_secs(20),
+    );
+    assert!(
+        told.last().is_some_and(|m| m.contains("READY=1\n")),
+        "the successor says it is the main process, and ready: {told:?}\n{}",
+        old.said()
+    );
+    assert_eq!(old.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    let after = heard(&|_| false, Duration::from_secs(1));
+    assert!(
+        !told.iter().chain(&after).any(|m| m.contains("STOPPING=1")),
+        "the old engine's drain is not the service's stop: {told:?} {after:?}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let report = load.stop();
+    assert!(report.ok > 100, "{}", report.summary());
+    assert!(
+        report.errors.is_empty() && report.bad_status.is_empty(),
+        "{}\n{}",
+        report.summary(),
+        old.said()
+    );
+    let mut admin = Admin::connect(&sock);
+    assert!(admin
+        .ask("show info")
+        .iter()
+        .any(|l| l == &format!("pid: {new_pid}")));
+    assert_eq!(admin.servers()["moodle/m1"].state, "MAINT", "handed over");
+    // Stopping the successor is the service's stop.
+    unsafe { libc::kill(new_pid as i32, SIGTERM) };
+    let stopping = heard(&|m| !m.is_empty(), Duration::from_secs(10));
+    assert!(stopping[0].starts_with("STOPPING=1\n"), "{stopping:?}");
+    wait_until(Duration::from_secs(20), "the successor exits", || {
+        exited(new_pid)
+    });
 }

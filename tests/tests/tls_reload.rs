@@ -65,6 +65,7 @@ fn certificate_errors_at_start_name_the_file() {
             driver: DriverChoice::Epoll,
             pin: false,
             reload_from: None,
+            successor: None,
         },
     )
     .err()
@@ -90,6 +91,7 @@ fn certificate_errors_at_start_name_the_file() {
             driver: DriverChoice::Epoll,
             pin: false,
             reload_from: None,
+            successor: None,
         },
     )
     .err()
@@ -129,6 +131,7 @@ fn certificate_errors_at_start_name_the_file() {
                     driver: DriverChoice::Epoll,
                     pin: false,
                     reload_from: None,
+                    successor: None,
                 },
             )
             .err()

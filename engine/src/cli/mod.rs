@@ -156,6 +156,7 @@ pub fn main() -> ExitCode {
         driver: args.driver.into(),
         pin: !args.no_pin,
         reload_from: None,
+        successor: None,
     };
     match args.cmd {
         Some(Cmd::Check { host }) => {

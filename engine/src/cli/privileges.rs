@@ -51,6 +51,11 @@ impl Credentials {
         let group = &self.names.1;
         let Some((c, uid, user_gid)) = &self.user else {
             if let Some(gid) = self.group {
+                // SAFETY: getters without arguments.
+                let ids = unsafe { (libc::getuid(), libc::getgid(), libc::getegid()) };
+                if ids.0 != 0 && (ids.1, ids.2) == (gid, gid) {
+                    return Ok(());
+                }
                 // SAFETY: setgroups with an empty list; setgid with a gid from getgrnam.
                 if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
                     return Err(format!(
@@ -66,6 +71,20 @@ impl Credentials {
         };
         let u = self.names.0.as_deref().unwrap_or("?");
         let gid = self.group.unwrap_or(*user_gid);
+        // Already that user and group: an `upgrade`'s successor, started by an engine
+        // that switched (it may no longer set groups, and needs not).
+        // SAFETY: getters without arguments.
+        let ids = unsafe {
+            (
+                libc::getuid(),
+                libc::geteuid(),
+                libc::getgid(),
+                libc::getegid(),
+            )
+        };
+        if *uid != 0 && ids == (*uid, *uid, gid, gid) {
+            return Ok(());
+        }
         // SAFETY: plain credential calls with values read above; glibc applies them to
         // every thread of the process.
         unsafe {

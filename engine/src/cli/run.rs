@@ -53,8 +53,10 @@ pub fn run(path: &Path, opts: Options, force: bool, takeover: Option<&Path>) -> 
             return ExitCode::from(1);
         }
     };
+    let successor = successor(path, &opts, force);
     let opts = Options {
         reload_from: Some((path.to_path_buf(), force)),
+        successor,
         ..opts
     };
     let running = match runtime::start_with(cfg, opts, inherited.as_mut()) {
@@ -78,6 +80,9 @@ pub fn run(path: &Path, opts: Options, force: bool, takeover: Option<&Path>) -> 
     }
     if let Some(i) = inherited {
         let pid = i.pid;
+        // The unit's main process from here (systemd, `NotifyAccess=all`): said before
+        // the old one is told to stop, so its exit is not the service's.
+        runtime::notify::notify(runtime::notify::State::TookOver);
         match i.finish() {
             Ok(()) => {
                 tracing::info!("took over from the engine with pid {pid}: it drains and exits")
@@ -85,14 +90,51 @@ pub fn run(path: &Path, opts: Options, force: bool, takeover: Option<&Path>) -> 
             Err(e) => tracing::error!("{e}; this engine serves on the same sockets regardless"),
         }
     }
-    serve(&running);
-    running.stop();
+    match serve(&running) {
+        Stop::Asked => running.stop(),
+        Stop::TakenOver => running.stop_handed_over(),
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
+/// How the admin `upgrade` starts this engine again: the binary at the path this one was
+/// started from, with the same cores, driver, pinning, file and `--force`.
+fn successor(path: &Path, opts: &Options, force: bool) -> Option<runtime::Successor> {
+    let exe = std::env::current_exe().ok()?;
+    let config = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let driver = match opts.driver {
+        runtime::DriverChoice::Auto => "auto",
+        runtime::DriverChoice::Uring => "uring",
+        runtime::DriverChoice::Epoll => "epoll",
+    };
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--cores".into(),
+        opts.cores.to_string().into(),
+        "--driver".into(),
+        driver.into(),
+        "-c".into(),
+        config.into(),
+    ];
+    if force {
+        args.push("--force".into());
+    }
+    if !opts.pin {
+        args.push("--no-pin".into());
+    }
+    Some(runtime::Successor { exe, args })
+}
+
+/// Why [`serve`] returned.
+enum Stop {
+    /// A signal (or an error installing the handlers): systemd hears `STOPPING=1`.
+    Asked,
+    /// A new engine took over and serves on.
+    TakenOver,
+}
+
 /// Waits for signals (and for a takeover's stop), acting on each.
-fn serve(running: &runtime::Running) {
+fn serve(running: &runtime::Running) -> Stop {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGPIPE, SIGTERM, SIGUSR1, SIGUSR2};
     // Every signal an operator commonly sends is handled: none of them kills the engine
     // unless it means to stop it.
@@ -102,7 +144,7 @@ fn serve(running: &runtime::Running) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot install signal handlers: {e}; stopping");
-            return;
+            return Stop::Asked;
         }
     };
     let stop = running.stop_handle();
@@ -122,13 +164,13 @@ fn serve(running: &runtime::Running) {
                 SIGUSR2 | SIGPIPE => tracing::info!("signal {sig} ignored"),
                 _ => {
                     tracing::info!("stopping: finishing in-flight requests");
-                    return;
+                    return Stop::Asked;
                 }
             }
         }
         if stop.stopping() {
             tracing::info!("stopping: a new engine took over; finishing in-flight requests");
-            return;
+            return Stop::TakenOver;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

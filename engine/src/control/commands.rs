@@ -66,12 +66,19 @@ impl State {
                 }
             }
             ["reload"] => self.reload(),
+            ["upgrade"] => match &self.upgrader {
+                Some(u) => match u() {
+                    Ok(pid) => format!("ok: pid {pid} is taking over (this engine drains and exits once it accepts)\n\n"),
+                    Err(e) => format!("error: upgrade not started: {e}\n\n"),
+                },
+                None => "error: this engine cannot start its successor (it was not started from a file with an admin socket)\n\n".into(),
+            },
             [a, b] if format!("{a} {b}") == crate::shared::handover::DONE => {
                 tracing::info!("takeover done: the new process accepts on the sockets; stopping gracefully");
                 self.shared.stop.store(true, Ordering::Relaxed);
                 ok
             }
-            ["help"] => "commands: show servers | show info | disable server B/S | enable server B/S | set server B/S state ready|drain|maint | set weight B/S N | reload\n\n".into(),
+            ["help"] => "commands: show servers | show info | disable server B/S | enable server B/S | set server B/S state ready|drain|maint | set weight B/S N | reload | upgrade\n\n".into(),
             _ => format!("error: unknown command {:?}; try: help\n\n", line.trim()),
         }
     }

@@ -51,6 +51,9 @@ pub struct Control {
 /// Reads the configuration file again and applies it; `Err` holds the reasons.
 pub type Reloader = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// Starts a successor that takes this engine over (the admin `upgrade`); its pid.
+pub type Upgrader = Arc<dyn Fn() -> Result<u32, String> + Send + Sync>;
+
 /// Every listening socket of the cores, duplicated, for a takeover.
 pub type ListenerSource =
     Arc<dyn Fn() -> Result<Vec<(ListenerInfo, OwnedFd)>, String> + Send + Sync>;
@@ -63,6 +66,8 @@ pub struct Endpoints {
     pub stats: Option<std::net::TcpListener>,
     /// The admin `reload`.
     pub reloader: Option<Reloader>,
+    /// The admin `upgrade`.
+    pub upgrader: Option<Upgrader>,
     /// The cores' sockets, for a takeover.
     pub listeners: Option<ListenerSource>,
     /// Server states a previous engine handed over (this one took over from it).
@@ -131,6 +136,7 @@ impl Control {
 
 async fn run(mut state: State, rx: Receiver<ControlMsg>, endpoints: Endpoints) {
     state.reloader = endpoints.reloader.clone();
+    state.upgrader = endpoints.upgrader.clone();
     if !endpoints.handed.is_empty() {
         state.apply_handover(&endpoints.handed);
     }

@@ -35,6 +35,9 @@ pub(super) struct State {
     /// Reads the configuration file again and applies it (the admin `reload`), when the
     /// engine was started from a file.
     pub(super) reloader: Option<super::Reloader>,
+    /// Starts a successor (the admin `upgrade`), when the engine was started from a file
+    /// with an admin socket.
+    pub(super) upgrader: Option<super::Upgrader>,
     /// Recent passive failures per server (time of each).
     pub(super) passive: Vec<VecDeque<Instant>>,
     /// When a server last came back up (slowstart).
@@ -63,6 +66,7 @@ impl State {
             weight: snap.servers.iter().map(|s| s.weight).collect(),
             weight_set: vec![false; n],
             reloader: None,
+            upgrader: None,
             snap,
             shared,
             senders,

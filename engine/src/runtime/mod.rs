@@ -56,6 +56,16 @@ pub struct Options {
     pub pin: bool,
     /// The file to read again on the admin socket's `reload` (and SIGHUP), with `--force`.
     pub reload_from: Option<(PathBuf, bool)>,
+    /// How to start a successor for the admin socket's `upgrade` (`--takeover` is added).
+    pub successor: Option<Successor>,
+}
+
+/// The command that starts this engine again (its binary, as the path it was started
+/// from: a new binary installed there is the one started).
+#[derive(Debug, Clone)]
+pub struct Successor {
+    pub exe: PathBuf,
+    pub args: Vec<std::ffi::OsString>,
 }
 
 impl Default for Options {
@@ -65,6 +75,7 @@ impl Default for Options {
             driver: DriverChoice::Auto,
             pin: true,
             reload_from: None,
+            successor: None,
         }
     }
 }
@@ -196,6 +207,13 @@ impl Running {
     /// join the cores.
     pub fn stop(self) {
         notify::notify(notify::State::Stopping);
+        self.stop_handed_over();
+    }
+
+    /// The graceful stop of an engine a new one took over from: as [`Running::stop`],
+    /// without telling systemd `STOPPING=1` (the unit's main process is the new one now,
+    /// and it goes on serving).
+    pub fn stop_handed_over(self) {
         self.inner.shared.stop.store(true, Ordering::Relaxed);
         self.wait();
     }

@@ -35,6 +35,7 @@ pub fn start_with(
     mut inherited: Option<&mut Inherited>,
 ) -> Result<Running, EngineError> {
     let cores = opts.cores.max(1);
+    let taking_over = inherited.is_some();
     let snap = Arc::new(Snapshot::build(cfg, 0)?);
     let handed = inherited
         .as_ref()
@@ -86,6 +87,7 @@ pub fn start_with(
         cores_tx,
         (ctl_tx, ctl_rx),
         inherited,
+        opts.successor.clone(),
     ) {
         Ok(x) => x,
         Err(e) => {
@@ -94,7 +96,11 @@ pub fn start_with(
         }
     };
     tracing::info!(cores, driver = driver.as_str(), "engine running");
-    notify::notify(notify::State::Ready);
+    // A takeover's new process tells systemd once the old one is to stop
+    // (`MAINPID=` with `READY=1`: see `cli::run`), not here.
+    if !taking_over {
+        notify::notify(notify::State::Ready);
+    }
     Ok(Running {
         inner,
         threads,
@@ -113,12 +119,58 @@ fn control(
     cores_tx: Vec<Sender<Update>>,
     ctl: (Sender<ControlMsg>, crossbeam_channel::Receiver<ControlMsg>),
     inherited: Option<&mut Inherited>,
+    successor: Option<super::Successor>,
 ) -> Result<(Endpoints, Control), EngineError> {
     let mut ends = Endpoints::bind(&snap.cfg.global, inherited, inner)?;
+    if let (Some(succ), Some(sock)) = (successor, &snap.cfg.global.admin_socket) {
+        ends.listeners.upgrader = Some(upgrader(succ, sock.clone()));
+    }
     let listeners = std::mem::take(&mut ends.listeners);
     let control = Control::start(snap.clone(), shared.clone(), cores_tx, ctl, listeners)
         .map_err(EngineError::Thread)?;
     Ok((ends, control))
+}
+
+/// The admin `upgrade`: starts `succ --takeover SOCK` (the binary at the path this one
+/// was started from, so a new one installed there), once at a time. The successor is
+/// this process's child, in its cgroup and with its NOTIFY_SOCKET: under systemd it
+/// becomes the unit's main process (MAINPID) as this one drains.
+fn upgrader(succ: super::Successor, sock: std::path::PathBuf) -> crate::control::Upgrader {
+    let busy = Arc::new(AtomicBool::new(false));
+    Arc::new(move || {
+        if busy.swap(true, Ordering::AcqRel) {
+            return Err("an upgrade is already under way".into());
+        }
+        let child = std::process::Command::new(&succ.exe)
+            .args(&succ.args)
+            .arg("--takeover")
+            .arg(&sock)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(mut c) => {
+                let pid = c.id();
+                tracing::info!(pid, exe = %succ.exe.display(), "upgrade: a successor is starting");
+                let busy = busy.clone();
+                // Reaped here should it fail; it outlives this process otherwise.
+                let _ = std::thread::Builder::new()
+                    .name("engine-upgrade".into())
+                    .spawn(move || {
+                        if let Ok(st) = c.wait() {
+                            if !st.success() {
+                                tracing::error!(pid, "upgrade: the successor exited with {st}; this engine serves on");
+                            }
+                        }
+                        busy.store(false, Ordering::Release);
+                    });
+                Ok(pid)
+            }
+            Err(e) => {
+                busy.store(false, Ordering::Release);
+                Err(format!("cannot start {}: {e}", succ.exe.display()))
+            }
+        }
+    })
 }
 
 /// What the host preflight finds wrong, logged once at start.
