@@ -24,6 +24,17 @@ impl Admin {
         }
     }
 
+    /// `show binds`: every frontend's bound address (port 0 resolved), in order.
+    pub fn binds(&mut self) -> Vec<(String, std::net::SocketAddr)> {
+        self.ask("show binds")
+            .iter()
+            .filter_map(|l| {
+                let (name, addr) = l.strip_prefix("frontend/")?.split_once(' ')?;
+                Some((name.to_string(), addr.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Sends one line; returns the answer's lines up to (not including) the empty line.
     pub fn ask(&mut self, line: &str) -> Vec<String> {
         self.w

@@ -165,10 +165,9 @@ impl<'a> Web<'a> {
         }
         s.push_str(self.tail);
         s.push('\n');
-        s.push_str(&format!(
-            "[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:{}\"]\nbackend = \"app\"\n",
-            free_port()
-        ));
+        // Port 0: the engine binds a free port and says which (`Running::addr`,
+        // `EngineProc::addr`).
+        s.push_str("[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n");
         s.push_str(self.frontend_extra);
         s.push('\n');
         s.push_str("[[backend]]\nname = \"app\"\n");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use engine::balance::ServerState;
 
-use crate::{exam, free_port, tmpdir, wait_until, workspace, Outcome, Running, Student};
+use crate::{exam, tmpdir, wait_until, workspace, Outcome, Running, Student};
 
 /// One `php -S` node on its own process group (PHP_CLI_SERVER_WORKERS forks workers).
 pub struct PhpNode {
@@ -35,7 +35,6 @@ impl PhpNode {
         let dir = tmpdir(&format!("php-{name}"));
         let sessions = dir.join("sessions");
         std::fs::create_dir_all(&sessions).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = std::fs::File::create(dir.join("php.log")).unwrap();
         let child = Command::new("php")
             .arg("-d")
@@ -54,8 +53,10 @@ impl PhpNode {
                 "-d",
                 "error_reporting=E_ALL",
             ])
+            // Port 0: php binds a free one and says which ("Development Server
+            // (http://127.0.0.1:PORT) started").
             .arg("-S")
-            .arg(addr.to_string())
+            .arg("127.0.0.1:0")
             .arg("-t")
             .arg(workspace().join("tools/php"))
             .env("MOODLE_NODE", name)
@@ -74,7 +75,7 @@ impl PhpNode {
             });
         let mut node = PhpNode {
             name: name.to_string(),
-            addr,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
             child,
         };
@@ -86,8 +87,14 @@ impl PhpNode {
                     std::fs::read_to_string(node.dir.join("php.log")).unwrap_or_default()
                 );
             }
+            if node.addr.port() == 0 {
+                node.addr = php_started_on(&node.dir.join("php.log")).unwrap_or(node.addr);
+            }
             // "/" starts no session.
-            if let Ok(resp) = tools::client::get(addr, "/") {
+            let answer = (node.addr.port() != 0)
+                .then(|| tools::client::get(node.addr, "/").ok())
+                .flatten();
+            if let Some(resp) = answer {
                 assert_eq!(resp.status, 200, "{name}: {}", resp.text());
                 assert!(resp.text().contains("Moodle"), "{name}: {}", resp.text());
                 assert_eq!(resp.header("x-node"), Some(name));
@@ -95,7 +102,8 @@ impl PhpNode {
             }
             assert!(
                 Instant::now() < deadline,
-                "php -S for {name} not answering on {addr}:\n{}",
+                "php -S for {name} not answering on {}:\n{}",
+                node.addr,
                 std::fs::read_to_string(node.dir.join("php.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -159,6 +167,13 @@ impl Drop for PhpNode {
 }
 
 /// Three nodes, p1, p2 and p3, started side by side.
+/// The address in php -S's "Development Server (http://ADDR) started" line, once written.
+fn php_started_on(log: &std::path::Path) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let rest = text.split("Development Server (http://").nth(1)?;
+    rest.split(')').next()?.parse().ok()
+}
+
 pub fn php_nodes() -> Vec<PhpNode> {
     let names = ["p1", "p2", "p3"];
     std::thread::scope(|sc| {

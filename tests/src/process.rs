@@ -1,18 +1,100 @@
 //! The engine as a separate process (the release binary), for what only a process can
 //! show: signals, exit status, privilege drop, what it writes on standard error. Also the
 //! helpers for any child process: the engine binary built on demand ([`engine_bin`]),
-//! signals ([`signal`]) and a bounded wait for an exit ([`wait_exit`]).
+//! signals ([`signal`]) and a bounded wait for an exit ([`wait_exit`]). Engines bind port
+//! 0 and say the port they got on standard error ([`Bound`], [`wait_bound`]): no port is
+//! found free and released.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running engine binary: its configuration folder, its stderr in a file.
+/// A running engine binary: its configuration folder, its stderr in a file, the
+/// addresses it bound.
 pub struct EngineProc {
     pub child: Child,
     pub dir: PathBuf,
     pub config: PathBuf,
     pub stderr: PathBuf,
+    pub bound: Bound,
+}
+
+/// Where an engine listens, as it said on standard error when it started:
+/// `listening frontend=NAME addr=ADDR` per bind, `stats listening addr=ADDR`.
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    pub frontends: Vec<(String, SocketAddr)>,
+    pub stats: Option<SocketAddr>,
+}
+
+impl Bound {
+    /// The binds of the last start in `stderr` (a takeover's successor may share the file).
+    pub fn parse(stderr: &str) -> Bound {
+        let mut b = Bound::default();
+        let mut done = false;
+        for line in stderr.lines() {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .map(|v| v.trim_matches('"').to_string())
+            };
+            let addr = || field("addr=").and_then(|a| a.parse::<SocketAddr>().ok());
+            if line.contains(" engine running") {
+                done = true;
+            } else if line.contains(" stats listening ") {
+                b.stats = addr();
+            } else if line.contains(" listening ") {
+                if done {
+                    b = Bound::default();
+                    done = false;
+                }
+                if let (Some(f), Some(a)) = (field("frontend="), addr()) {
+                    b.frontends.push((f, a));
+                }
+            }
+        }
+        b
+    }
+
+    /// Every address of `frontend`, in the order bound.
+    pub fn addrs(&self, frontend: &str) -> Vec<SocketAddr> {
+        self.frontends
+            .iter()
+            .filter(|(f, _)| f == frontend)
+            .map(|(_, a)| *a)
+            .collect()
+    }
+
+    /// The first address of `frontend`; panics if it has none.
+    pub fn addr(&self, frontend: &str) -> SocketAddr {
+        *self
+            .addrs(frontend)
+            .first()
+            .unwrap_or_else(|| panic!("no bind of frontend {frontend:?} in {self:?}"))
+    }
+
+    /// The stats endpoint's address; panics if there is none.
+    pub fn stats(&self) -> SocketAddr {
+        self.stats
+            .unwrap_or_else(|| panic!("the engine said no stats address: {self:?}"))
+    }
+}
+
+/// Waits (up to `limit`) until the engine writing its standard error to `stderr` says
+/// `engine running`, and returns where it listens; `Err` with what it said if it exited
+/// or the time ran out first.
+pub fn wait_bound(child: &mut Child, stderr: &Path, limit: Duration) -> Result<Bound, String> {
+    let said = || std::fs::read_to_string(stderr).unwrap_or_default();
+    let running = || said().lines().any(|l| l.contains(" engine running"));
+    crate::poll_for(limit, || {
+        running() || child.try_wait().ok().flatten().is_some()
+    });
+    if running() {
+        Ok(Bound::parse(&said()))
+    } else {
+        Err(said())
+    }
 }
 
 /// How to start one.
@@ -32,9 +114,10 @@ impl Default for Spawn<'_> {
 }
 
 impl EngineProc {
-    /// Writes `text` to `dir/lb.toml`, starts the release binary on it and waits until
-    /// `port` has as many listeners as cores asked for (2 unless `--cores` says).
-    pub fn start(dir: &Path, text: &str, port: u16, how: Spawn) -> EngineProc {
+    /// Writes `text` to `dir/lb.toml`, starts the release binary on it and waits until it
+    /// runs and its first bind has as many listeners as cores asked for (2 unless
+    /// `--cores` says).
+    pub fn start(dir: &Path, text: &str, how: Spawn) -> EngineProc {
         let config = dir.join("lb.toml");
         std::fs::write(&config, text).expect("write lb.toml");
         let stderr = dir.join("engine.stderr");
@@ -64,16 +147,40 @@ impl EngineProc {
             dir: dir.to_path_buf(),
             config,
             stderr,
+            bound: Bound::default(),
         };
-        let up = crate::poll_for(Duration::from_secs(20), || {
-            crate::listeners_on(port) >= cores || p.child.try_wait().ok().flatten().is_some()
-        });
-        if !up || crate::listeners_on(port) < cores {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-            panic!("the engine did not listen on {port}:\n{}", p.said());
+        match wait_bound(&mut p.child, &p.stderr, Duration::from_secs(20)) {
+            Ok(b) => p.bound = b,
+            Err(said) => {
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+                panic!("the engine did not start:\n{said}");
+            }
+        }
+        let port = p.port();
+        if !crate::poll_for(Duration::from_secs(5), || {
+            crate::listeners_on(port) >= cores
+        }) {
+            panic!(
+                "{} listeners on {port}, wanted {cores}",
+                crate::listeners_on(port)
+            );
         }
         p
+    }
+
+    /// The first address of `frontend`.
+    pub fn addr(&self, frontend: &str) -> SocketAddr {
+        self.bound.addr(frontend)
+    }
+
+    /// The port of the first bind (of any frontend).
+    pub fn port(&self) -> u16 {
+        self.bound
+            .frontends
+            .first()
+            .map(|(_, a)| a.port())
+            .unwrap_or_else(|| panic!("the engine bound no frontend:\n{}", self.said()))
     }
 
     /// What it wrote on standard error so far.

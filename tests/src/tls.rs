@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::{
-    cfg_in, engine_bin, free_port, listeners_on, poll_for, signal, start, tmpdir, wait_exit,
-    DriverChoice, Origin, Running, SIGTERM,
+    cfg_in, engine_bin, listeners_on, poll_for, signal, start, tmpdir, wait_exit, DriverChoice,
+    Origin, Running, SIGTERM,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -340,14 +340,14 @@ access = "off"
 
 [[frontend]]
 name = "https"
-bind = ["127.0.0.1:{https}"]
+bind = ["127.0.0.1:0"]
 backend = "app"
 tls = {{ certs = ["{default}", {{ cert = "{ec}", key = "{ek}" }}, "{wild}", "{rsa}", "{sec1}"]{tls_extra} }}
 {https_extra}
 
 [[frontend]]
 name = "plain"
-bind = ["127.0.0.1:{plain}"]
+bind = ["127.0.0.1:0"]
 backend = "app"
 
 [[backend]]
@@ -357,8 +357,6 @@ name = "app"
 name = "{name}"
 address = "{addr}"
 "#,
-        https = free_port(),
-        plain = free_port(),
         default = c.default.display(),
         ec = c.exact_cert.display(),
         ek = c.exact_key.display(),
@@ -463,7 +461,8 @@ impl Drop for Persistent {
 // ---------------------------------------------------------------------------------------
 // Reload: the configuration shape, certificate files good and bad
 
-pub fn reload_text(https: u16, origin: &Origin, cert: &str) -> String {
+/// One HTTPS frontend `https` on port 0 with `cert`, to backend `app` on `origin`.
+pub fn reload_text(origin: &Origin, cert: &str) -> String {
     format!(
         r#"
 [log]
@@ -471,7 +470,7 @@ access = "off"
 
 [[frontend]]
 name = "https"
-bind = ["127.0.0.1:{https}"]
+bind = ["127.0.0.1:0"]
 backend = "app"
 tls = {{ certs = ["{cert}"], handshake_timeout = "2s" }}
 
@@ -521,11 +520,10 @@ pub struct Bin {
 
 impl Bin {
     pub fn start(dir: &Path, o: &Origin) -> Bin {
-        let port = free_port();
         let cfg_path = dir.join("lb.toml");
-        std::fs::write(&cfg_path, reload_text(port, o, "site.pem")).unwrap();
+        std::fs::write(&cfg_path, reload_text(o, "site.pem")).unwrap();
         let log = dir.join("stderr.log");
-        let child = Command::new(engine_bin(false))
+        let mut child = Command::new(engine_bin(false))
             .args(["--cores", "2", "-c"])
             .arg(&cfg_path)
             .env("RUST_LOG", "info")
@@ -535,11 +533,14 @@ impl Bin {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn the engine");
+        let addr = crate::process::wait_bound(&mut child, &log, Duration::from_secs(15))
+            .map(|b| b.addr("https"));
         let b = Bin {
             child: Some(child),
             log,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: addr.unwrap_or_else(|said| panic!("the engine did not start:\n{said}")),
         };
+        let port = b.addr.port();
         let up = poll_for(Duration::from_secs(15), || listeners_on(port) == 2);
         assert!(up, "engine not listening on {port}:\n{}", b.stderr());
         b

@@ -38,9 +38,8 @@ fn traffic(driver: DriverChoice, format: &str, log: &Path) {
         .tail(&tail)
         .text()
         + &format!(
-            "[[frontend]]\nname = \"other\"\nbind = [\"127.0.0.1:{}\"]\nbackend = \"gone\"\n\
+            "[[frontend]]\nname = \"other\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"gone\"\n\
              [[backend]]\nname = \"gone\"\nretries = 0\n[[backend.server]]\nname = \"dead\"\naddress = \"{dead_addr}\"\n",
-            free_port()
         );
     let r = start(cfg(&text, &[]), driver);
     let mut c = conn(&r);

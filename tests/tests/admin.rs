@@ -1,6 +1,6 @@
 //! The admin socket (issue 5, point 3; the spec's "Admin socket"): a Unix socket of mode
 //! 0660, one command per line, each answer ending with an empty line; `show servers`,
-//! `show info`, `disable` / `enable`, `set server B/S state`, `set weight`, each changing
+//! `show info`, `show binds` (port 0 resolved), `disable` / `enable`, `set server B/S state`, `set weight`, each changing
 //! routing on both cores at once (many new connections, spread by SO_REUSEPORT); DRAIN and
 //! weight 0 keep sticky clients; anything unknown answers `error:` and changes nothing.
 
@@ -52,6 +52,55 @@ fn spread(addr: SocketAddr, n: usize, headers: &[(&str, &str)]) -> HashMap<Strin
 
 fn got(m: &HashMap<String, u32>, n: &str) -> u32 {
     m.get(n).copied().unwrap_or(0)
+}
+
+/// Port 0 binds: `show binds` names the port each got (and the stats endpoint's), and so
+/// does the log at start, where a test or an operator reads it.
+#[test]
+fn show_binds_names_the_ports_that_port_0_got() {
+    let o = origins(1);
+    let dir = tmpdir("admin-binds");
+    let sock = dir.join("admin.sock");
+    let text = format!(
+        "[global]\nadmin_socket = \"{}\"\nstats = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n\
+         [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\", \"127.0.0.2:0\"]\nbackend = \"app\"\n\
+         [[frontend]]\nname = \"other\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"app\"\n\
+         [[backend]]\nname = \"app\"\n[[backend.server]]\nname = \"s1\"\naddress = \"{}\"\n",
+        sock.display(),
+        o[0].addr()
+    );
+    let e = process::EngineProc::start(&dir, &text, process::Spawn::default());
+    let mut a = Admin::connect(&sock);
+    let answer = a.ask("show binds");
+    assert_eq!(answer[0], "# listener address", "{answer:?}");
+    let binds = a.binds();
+    let web = e.bound.addrs("web");
+    assert_eq!(
+        binds,
+        [
+            ("web".to_string(), web[0]),
+            ("web".to_string(), web[1]),
+            ("other".to_string(), e.addr("other"))
+        ],
+        "show binds and the log at start agree"
+    );
+    assert_eq!(web[0].ip().to_string(), "127.0.0.1");
+    assert_eq!(web[1].ip().to_string(), "127.0.0.2");
+    for (_, addr) in &binds {
+        assert_ne!(addr.port(), 0, "{binds:?}");
+        assert_eq!(
+            tools::client::get(*addr, "/").unwrap().status,
+            200,
+            "{addr}"
+        );
+    }
+    let stats = e.bound.stats();
+    assert_eq!(
+        answer.last().unwrap(),
+        &format!("stats {stats}"),
+        "{answer:?}"
+    );
+    assert_eq!(tools::client::get(stats, "/metrics").unwrap().status, 200);
 }
 
 #[test]

@@ -123,25 +123,27 @@ fn in_process_cores_give_listeners(driver: DriverChoice) {
     }
 }
 
-/// Runs the binary on a config file; waits for `cores` listeners on `port`.
-/// The port of the first `bind` in a generated configuration.
-fn bind_port(text: &str) -> u16 {
-    text.split("bind = [\"127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|s| s.parse().ok())
-        .expect("a bind on 127.0.0.1 in the configuration")
-}
-
-fn run_engine(args: &[&str], cfg: &Path, port: u16, cores: usize) -> Child {
+/// Runs the binary on a config file (its port 0 bind resolved by the engine); waits for
+/// `cores` listeners on the port it says it bound, and returns that address.
+fn run_engine(args: &[&str], cfg: &Path, cores: usize) -> (Child, std::net::SocketAddr) {
+    let said = cfg.with_extension("stderr");
     let mut child = engine()
         .args(args)
         .arg("-c")
         .arg(cfg)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&said).unwrap())
         .spawn()
         .expect("spawn engine");
+    let addr = match process::wait_bound(&mut child, &said, Duration::from_secs(10)) {
+        Ok(b) => b.addr("web"),
+        Err(text) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the engine did not start ({args:?}):\n{text}");
+        }
+    };
+    let port = addr.port();
     let ok = poll_for(Duration::from_secs(10), || listeners_on(port) == cores);
     if !ok {
         let _ = child.kill();
@@ -151,7 +153,7 @@ fn run_engine(args: &[&str], cfg: &Path, port: u16, cores: usize) -> Child {
             listeners_on(port)
         );
     }
-    child
+    (child, addr)
 }
 
 fn binary_cores_and_driver(driver: DriverChoice) {
@@ -166,9 +168,7 @@ fn binary_cores_and_driver(driver: DriverChoice) {
     let web = Web::new(&[&o[0]]);
     let text = web.text();
     std::fs::write(&p, &text).unwrap();
-    let port = bind_port(&text);
-    let mut child = run_engine(&["--cores", "3", "--driver", flag], &p, port, 3);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut child, addr) = run_engine(&["--cores", "3", "--driver", flag], &p, 3);
     for _ in 0..10 {
         assert_eq!(tools::client::get(addr, "/").unwrap().status, 200);
     }
@@ -184,9 +184,7 @@ fn binary_auto_driver_and_one_core() {
     let p = dir.join("lb.toml");
     let text = Web::new(&[&o[0]]).text();
     std::fs::write(&p, &text).unwrap();
-    let port = bind_port(&text);
-    let mut child = run_engine(&["--cores", "1", "--driver", "auto"], &p, port, 1);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut child, addr) = run_engine(&["--cores", "1", "--driver", "auto"], &p, 1);
     assert_eq!(tools::client::get(addr, "/").unwrap().status, 200);
     signal(&child, SIGINT);
     let st = wait_exit(&mut child, Duration::from_secs(10));
@@ -208,7 +206,6 @@ fn descriptor_limit_below_maxconn() {
     let p = dir.join("lb.toml");
     let text = Web::new(&[&o[0]]).tail("[global]\nmaxconn = 1000\n").text();
     std::fs::write(&p, &text).unwrap();
-    let port = bind_port(&text);
     let log = dir.join("stderr.log");
     let mut cmd = engine();
     cmd.args(["--cores", "1", "-c"])
@@ -230,6 +227,10 @@ fn descriptor_limit_below_maxconn() {
         });
     }
     let mut child = cmd.spawn().expect("spawn engine");
+    let addr = process::wait_bound(&mut child, &log, Duration::from_secs(10))
+        .unwrap_or_else(|said| panic!("the engine did not start:\n{said}"))
+        .addr("web");
+    let port = addr.port();
     assert!(
         poll_for(Duration::from_secs(10), || listeners_on(port) == 1),
         "the engine listens"
@@ -256,7 +257,6 @@ fn descriptor_limit_below_maxconn() {
         );
     }
     // More clients at once than there is room for, each a few times over.
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let failed = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..CLIENTS {

@@ -36,17 +36,13 @@ fn text(o: &[Origin], backend_extra: &str, log: &Path) -> String {
         .collect();
     format!(
         "[global]\nstats = \"127.0.0.1:0\"\n[log]\naccess = \"{log}\"\n\n\
-         [[frontend]]\nname = \"https\"\nbind = [\"127.0.0.1:{}\"]\nbackend = \"moodle\"\n\
+         [[frontend]]\nname = \"https\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"moodle\"\n\
          tls = {{ certs = [\"{cert}\"] }}\nset_headers = {{ \"X-Forwarded-Proto\" = \"https\" }}\n\n\
-         [[frontend]]\nname = \"h1\"\nbind = [\"127.0.0.1:{}\"]\nbackend = \"moodle\"\n\
+         [[frontend]]\nname = \"h1\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"moodle\"\n\
          tls = {{ certs = [\"{cert}\"] }}\nalpn = [\"http/1.1\"]\n\n\
-         [[frontend]]\nname = \"h2c\"\nbind = [\"127.0.0.1:{}\"]\nbackend = \"moodle\"\nh2c = true\n\n\
-         [[frontend]]\nname = \"plain\"\nbind = [\"127.0.0.1:{}\"]\nbackend = \"moodle\"\n\n\
+         [[frontend]]\nname = \"h2c\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"moodle\"\nh2c = true\n\n\
+         [[frontend]]\nname = \"plain\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"moodle\"\n\n\
          [[backend]]\nname = \"moodle\"\n{backend_extra}\n[backend.cookie]\nname = \"SERVERID\"\n\n{servers}",
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
         cert = c.default.display(),
         log = log.display(),
     )
@@ -275,7 +271,14 @@ fn waiting_room_over_h2(driver: DriverChoice) {
     wait_until(Duration::from_secs(5), "one in flight, one queued", || {
         o[0].active() >= 1
     });
-    std::thread::sleep(Duration::from_millis(300)); // the second one reaches the queue
+    wait_until(
+        Duration::from_secs(5),
+        "the second one in the queue",
+        || {
+            r.stats()
+                .is_some_and(|v| v.backends.iter().any(|b| b.queued >= 1))
+        },
+    );
     let res = curl(a, "localhost", &ca, "/", &["--http2", "-i"]);
     assert_eq!(
         (res.status, res.http_version.as_str()),

@@ -135,10 +135,11 @@ fn floods_end_the_connection(driver: DriverChoice) {
     serves(&r);
 }
 
-/// Runs the GOAWAY case; `during` is called once the slow request is in flight.
-fn goaway_case(r: &Running, during: impl FnOnce()) -> serde_json::Value {
+/// Runs the GOAWAY case; `during` is called once the slow request has reached `o`.
+fn goaway_case(r: &Running, o: &Origin, during: impl FnOnce()) -> serde_json::Value {
     use std::io::BufRead;
     let a = r.addr("h2c");
+    let before = o.requests();
     let mut child = Command::new("python3")
         .arg(workspace().join("tests/py/h2_abuse.py"))
         .args([
@@ -153,7 +154,11 @@ fn goaway_case(r: &Running, during: impl FnOnce()) -> serde_json::Value {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "sent");
-    std::thread::sleep(Duration::from_millis(300)); // the request reaches the origin
+    wait_until(
+        Duration::from_secs(5),
+        "the request reaches the origin",
+        || o.requests() > before,
+    );
     during();
     line.clear();
     out.read_line(&mut line).unwrap();
@@ -171,7 +176,7 @@ fn reload_and_stop_send_goaway_and_let_streams_finish(driver: DriverChoice) {
         r.addr("h2c").port(),
         o[0].addr()
     );
-    let v = goaway_case(&r, || r.reload(cfg(&text, &[])).expect("reload"));
+    let v = goaway_case(&r, &o[0], || r.reload(cfg(&text, &[])).expect("reload"));
     assert_eq!(
         (v["status"].as_u64(), v["ended"].as_bool()),
         (Some(200), Some(true)),
@@ -184,7 +189,7 @@ fn reload_and_stop_send_goaway_and_let_streams_finish(driver: DriverChoice) {
     );
     serves(&r);
     let stop = r.stop_handle();
-    let v = goaway_case(&r, || stop.stop());
+    let v = goaway_case(&r, &o[0], || stop.stop());
     assert_eq!(
         (v["status"].as_u64(), v["ended"].as_bool()),
         (Some(200), Some(true)),

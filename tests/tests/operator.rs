@@ -12,14 +12,6 @@ use std::time::{Duration, Instant};
 use engine_tests::process::{EngineProc, Spawn};
 use engine_tests::*;
 
-fn port_of(text: &str) -> u16 {
-    text.split("bind = [\"127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|s| s.parse().ok())
-        .expect("a bind on 127.0.0.1")
-}
-
 fn get_ok(addr: SocketAddr, path: &str) {
     let r = tools::client::get(addr, path).expect("request");
     assert_eq!(r.status, 200, "{path}");
@@ -33,8 +25,8 @@ fn usr1_reopens_the_access_log_and_usr2_and_pipe_kill_nothing() {
     let text = Web::new(&[&o[0]])
         .tail(&format!("[log]\naccess = \"{}\"\n", log.display()))
         .text();
-    let port = port_of(&text);
-    let mut e = EngineProc::start(&dir, &text, port, Spawn::default());
+    let mut e = EngineProc::start(&dir, &text, Spawn::default());
+    let port = e.port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     for i in 0..5 {
         get_ok(addr, &format!("/echo/before/{i}"));
@@ -86,7 +78,6 @@ fn privilege_drop_clears_supplementary_groups() {
     let text = Web::new(&[&o[0]])
         .tail("[global]\nuser = \"nobody\"\n")
         .text();
-    let port = port_of(&text);
     // Started (as root) with the groups adm (4) and sudo (27).
     let how = Spawn {
         pre_exec: Some(Box::new(|| {
@@ -100,7 +91,8 @@ fn privilege_drop_clears_supplementary_groups() {
         })),
         ..Spawn::default()
     };
-    let mut e = EngineProc::start(&dir, &text, port, how);
+    let mut e = EngineProc::start(&dir, &text, how);
+    let port = e.port();
     assert!(
         poll_for(Duration::from_secs(5), || {
             std::fs::read_to_string(format!("/proc/{}/status", e.pid()))
@@ -132,7 +124,6 @@ fn an_engine_already_running_as_its_user_starts_as_systemds_user_would_start_it(
     let text = Web::new(&[&o[0]])
         .tail("[global]\nuser = \"nobody\"\ngroup = \"nogroup\"\n")
         .text();
-    let port = port_of(&text);
     let how = Spawn {
         pre_exec: Some(Box::new(|| {
             // SAFETY: credential calls between fork and exec.
@@ -149,7 +140,8 @@ fn an_engine_already_running_as_its_user_starts_as_systemds_user_would_start_it(
         })),
         ..Spawn::default()
     };
-    let mut e = EngineProc::start(&dir, &text, port, how);
+    let mut e = EngineProc::start(&dir, &text, how);
+    let port = e.port();
     get_ok(SocketAddr::from(([127, 0, 0, 1], port)), "/");
     assert!(e.running(), "{}", e.said());
     e.signal(SIGTERM);
@@ -179,12 +171,11 @@ fn the_log_has_no_colour_off_a_terminal_and_warns_of_more_workers_than_cores() {
     let o = origins(1);
     let dir = tmpdir("colour");
     let text = Web::new(&[&o[0]]).text();
-    let port = port_of(&text);
     let how = Spawn {
         args: vec!["--cores", "8", "--no-pin"],
         ..Spawn::default()
     };
-    let mut e = EngineProc::start(&dir, &text, port, how);
+    let mut e = EngineProc::start(&dir, &text, how);
     let cores = std::thread::available_parallelism().unwrap().get();
     let said = e.said();
     assert!(said.contains("engine running"), "{said}");
@@ -212,8 +203,8 @@ fn failed_tls_handshakes_are_counted_and_logged_at_most_once_a_second() {
         .frontend(&format!("tls = {{ certs = [\"{}\"] }}", cert.display()))
         .tail("[global]\nstats = \"127.0.0.1:0\"\n")
         .text();
-    let port = port_of(&text);
-    let mut e = EngineProc::start(&dir, &text, port, Spawn::default());
+    let mut e = EngineProc::start(&dir, &text, Spawn::default());
+    let port = e.port();
     let t0 = Instant::now();
     for _ in 0..100 {
         // Plain HTTP on the TLS port: a failed handshake.

@@ -18,15 +18,14 @@ both_drivers!(
     php_insert_cookie_named_moodlesession_loops,
 );
 
-/// The configuration text: frontend `web` on a free port to backend `moodle` with the
+/// The configuration text: frontend `web` on port 0 (the engine picks) to backend `moodle` with the
 /// PHP nodes, a health check on the home page (which starts no session), and `cookie` (a `[backend.cookie]` table).
 fn php_config(nodes: &[PhpNode], cookie: &str) -> String {
     let mut s = format!(
-        "[log]\naccess = \"off\"\n\n[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:{}\"]\n\
+        "[log]\naccess = \"off\"\n\n[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\n\
          backend = \"moodle\"\n\n[[backend]]\nname = \"moodle\"\n{cookie}\n\
          [backend.check]\nuri = \"/\"\nhost = \"moodle.test\"\n\
          expect_status = \"200\"\nexpect_string = \"Moodle\"\ninterval = \"500ms\"\n\n",
-        free_port()
     );
     for n in nodes {
         s.push_str(&format!(

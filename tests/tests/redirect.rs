@@ -28,8 +28,7 @@ fn engine(o: &Origin, driver: DriverChoice) -> Running {
     let mut t = String::from("[log]\naccess = \"off\"\n");
     let fe = |name: &str, redirect: &str, backend: bool| {
         format!(
-            "[[frontend]]\nname = \"{name}\"\nbind = [\"127.0.0.1:{}\"]\n{}redirect_https = {redirect}\n",
-            free_port(),
+            "[[frontend]]\nname = \"{name}\"\nbind = [\"127.0.0.1:0\"]\n{}redirect_https = {redirect}\n",
             if backend { "backend = \"app\"\n" } else { "" }
         )
     };

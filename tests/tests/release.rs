@@ -32,13 +32,13 @@ fn release_binary_on_spec_shaped_config() {
         dir.join("errors/503.http"),
     )
     .unwrap();
-    let (http, https, stats) = (free_port(), free_port(), free_port());
+    // Port 0 everywhere: the engine says on standard error which ports it bound.
     let mut text = std::fs::read_to_string("/work/shared/spec/lb.example.toml").unwrap();
     let sock = dir.join("admin.sock");
     for (from, to) in [
-        ("127.0.0.1:8080".to_string(), format!("127.0.0.1:{http}")),
-        ("127.0.0.1:8443".to_string(), format!("127.0.0.1:{https}")),
-        ("127.0.0.1:8404".to_string(), format!("127.0.0.1:{stats}")),
+        ("127.0.0.1:8080".to_string(), "127.0.0.1:0".to_string()),
+        ("127.0.0.1:8443".to_string(), "127.0.0.1:0".to_string()),
+        ("127.0.0.1:8404".to_string(), "127.0.0.1:0".to_string()),
         (
             "/run/engine-admin.sock".to_string(),
             sock.display().to_string(),
@@ -67,13 +67,17 @@ fn release_binary_on_spec_shaped_config() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    let said = dir.join("engine.stderr");
     let mut child = Command::new(&bin)
         .args(["--cores", "2", "-c"])
         .arg(&cfg_path)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&said).unwrap())
         .spawn()
         .expect("spawn the release engine");
+    let bound = process::wait_bound(&mut child, &said, Duration::from_secs(10))
+        .unwrap_or_else(|text| panic!("the release engine did not start:\n{text}"));
+    let (http, https) = (bound.addr("http").port(), bound.addr("https").port());
     let up = poll_for(Duration::from_secs(10), || {
         listeners_on(http) == 2 && listeners_on(https) == 2
     });

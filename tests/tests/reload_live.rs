@@ -21,9 +21,9 @@ struct Files {
     b: String,
 }
 
-/// File A: m1 (to be put in MAINT) and m2 at weight 1. File B: m2 at weight 2, m3
-/// added, and a second bind on `extra`.
-fn files(dir: &Path, port: u16, extra: u16, o: &[Origin]) -> Files {
+/// File A: m1 (to be put in MAINT) and m2 at weight 1, bound on 127.0.0.1 port 0.
+/// File B: m2 at weight 2, m3 added, and a second bind on `extra`.
+fn files(dir: &Path, extra: &str, o: &[Origin]) -> Files {
     let head = format!(
         "[global]\nadmin_socket = \"{dir}/admin.sock\"\n\n[log]\naccess = \"{dir}/access.log\"\n\n",
         dir = dir.display()
@@ -47,8 +47,8 @@ fn files(dir: &Path, port: u16, extra: u16, o: &[Origin]) -> Files {
         }
         t
     };
-    let one = format!("\"127.0.0.1:{port}\"");
-    let two = format!("\"127.0.0.1:{port}\", \"127.0.0.1:{extra}\"");
+    let one = "\"127.0.0.1:0\"".to_string();
+    let two = format!("\"127.0.0.1:0\", \"{extra}\"");
     Files {
         a: format!("{head}{}", backend(&one, 1, false)),
         b: format!("{head}{}", backend(&two, 2, true)),
@@ -67,11 +67,11 @@ fn refused(addr: SocketAddr) -> bool {
 fn ten_reloads_under_load_lose_nothing_and_keep_what_stays() {
     let o = origins(3);
     let dir = tmpdir("reload-live");
-    let (port, extra) = (free_port(), free_port());
-    let f = files(&dir, port, extra, &o);
-    let mut e = EngineProc::start(&dir, &f.a, port, Spawn::default());
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let extra_addr = SocketAddr::from(([127, 0, 0, 1], extra));
+    // The added bind gets a new port each time (port 0): read from `show binds`.
+    let f = files(&dir, "127.0.0.2:0", &o);
+    let mut e = EngineProc::start(&dir, &f.a, Spawn::default());
+    let addr = e.addr("web");
+    let mut extra_addr = None;
     let sock = dir.join("admin.sock");
     let mut admin = Admin::connect(&sock);
     admin.ok("disable server moodle/m1");
@@ -114,9 +114,10 @@ fn ten_reloads_under_load_lose_nothing_and_keep_what_stays() {
         let with_extra = i % 2 == 0;
         let applied = poll_for(Duration::from_secs(5), || {
             if with_extra {
-                serves(extra_addr)
+                extra_addr = admin.binds().iter().map(|b| b.1).find(|a| *a != addr);
+                extra_addr.is_some_and(serves)
             } else {
-                refused(extra_addr)
+                extra_addr.is_some_and(refused)
             }
         });
         assert!(
@@ -202,13 +203,13 @@ fn ten_reloads_under_load_lose_nothing_and_keep_what_stays() {
 fn a_refused_reload_answers_why_and_keeps_the_running_configuration() {
     let o = origins(3);
     let dir = tmpdir("reload-refused");
-    let (port, extra) = (free_port(), free_port());
-    let f = files(&dir, port, extra, &o);
-    let e = EngineProc::start(&dir, &f.a, port, Spawn::default());
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut admin = Admin::connect(&dir.join("admin.sock"));
     // A bind another process holds: refused as a whole (m3 not added either).
-    let holder = std::net::TcpListener::bind(("127.0.0.1", extra)).unwrap();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let extra = holder.local_addr().unwrap().port();
+    let f = files(&dir, &format!("127.0.0.1:{extra}"), &o);
+    let e = EngineProc::start(&dir, &f.a, Spawn::default());
+    let addr = e.addr("web");
+    let mut admin = Admin::connect(&dir.join("admin.sock"));
     std::fs::write(&e.config, &f.b).unwrap();
     let answer = admin.ask("reload");
     assert!(answer[0].starts_with("error: reload refused"), "{answer:?}");

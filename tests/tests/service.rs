@@ -5,17 +5,16 @@
 //! STOPPING=1 on the way out; the access log reopened by a reload (logrotate); `engine
 //! check --host` with each finding and its fix; `engine status`, keepalived's check.
 
-use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use engine_tests::admin::Admin;
-use engine_tests::process::EngineProc;
+use engine_tests::process::{Bound, EngineProc};
 use engine_tests::*;
 
-fn config(dir: &Path, port: u16, o: &[Origin], log: &Path) -> String {
+fn config(dir: &Path, o: &[Origin], log: &Path) -> String {
     let servers: String = o
         .iter()
         .enumerate()
@@ -29,7 +28,7 @@ fn config(dir: &Path, port: u16, o: &[Origin], log: &Path) -> String {
         .collect();
     format!(
         "[global]\nadmin_socket = \"{dir}/admin.sock\"\n\n[log]\naccess = \"{log}\"\n\n\
-         [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:{port}\"]\nbackend = \"moodle\"\n\n\
+         [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"moodle\"\n\n\
          [[backend]]\nname = \"moodle\"\n[backend.check]\nuri = \"/health\"\ninterval = \"200ms\"\nrise = 1\nfall = 1\n\n{servers}",
         dir = dir.display(),
         log = log.display()
@@ -107,12 +106,11 @@ fn messages(
 fn systemd_hears_ready_reloading_and_stopping_and_a_reload_reopens_the_log() {
     let o = origins(1);
     let dir = tmpdir("notify");
-    let port = free_port();
     let log = dir.join("access.log");
     let notify = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&notify).unwrap();
     let cfg = dir.join("lb.toml");
-    std::fs::write(&cfg, config(&dir, port, &o, &log)).unwrap();
+    std::fs::write(&cfg, config(&dir, &o, &log)).unwrap();
     let child = Command::new(engine_bin(true))
         .args(["--cores", "2", "-c"])
         .arg(&cfg)
@@ -126,6 +124,7 @@ fn systemd_hears_ready_reloading_and_stopping_and_a_reload_reopens_the_log() {
         dir: dir.clone(),
         config: cfg.clone(),
         stderr: dir.join("engine.stderr"),
+        bound: Default::default(),
     };
     let ready = messages(&sock, |m| !m.is_empty(), Duration::from_secs(20));
     assert!(
@@ -133,13 +132,14 @@ fn systemd_hears_ready_reloading_and_stopping_and_a_reload_reopens_the_log() {
         "{ready:?}\n{}",
         e.said()
     );
-    // READY means every core listens.
+    // READY means every core listens, on the port it said it bound.
+    let addr = Bound::parse(&e.said()).addr("web");
+    let port = addr.port();
     assert_eq!(
         listeners_on(port),
         2,
         "READY=1 came after both cores listened"
     );
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(tools::client::get(addr, "/").unwrap().status, 200);
 
     // logrotate moves the file; the reload opens a new one.
@@ -214,7 +214,7 @@ fn check_host_names_each_limit_found_needed_and_its_fix() {
     let o = origins(1);
     let dir = tmpdir("check-host");
     let cfg = dir.join("lb.toml");
-    let text = config(&dir, free_port(), &o, &dir.join("a.log"));
+    let text = config(&dir, &o, &dir.join("a.log"));
     std::fs::write(
         &cfg,
         text.replace(
@@ -268,11 +268,9 @@ maxconn = 1000
 fn status_exits_0_only_with_a_server_up_in_every_backend() {
     let o = origins(2);
     let dir = tmpdir("status");
-    let port = free_port();
     let e = EngineProc::start(
         &dir,
-        &config(&dir, port, &o, &dir.join("a.log")),
-        port,
+        &config(&dir, &o, &dir.join("a.log")),
         engine_tests::process::Spawn::default(),
     );
     let sock = dir.join("admin.sock");

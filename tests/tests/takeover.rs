@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use engine_tests::admin::Admin;
 use engine_tests::load::{Load, Spec};
-use engine_tests::process::{EngineProc, Spawn};
+use engine_tests::process::{Bound, EngineProc, Spawn};
 use engine_tests::*;
 
-fn text(dir: &Path, port: u16, o: &[Origin], extra_global: &str) -> String {
+fn text(dir: &Path, o: &[Origin], extra_global: &str) -> String {
     format!(
         "[global]\nadmin_socket = \"{dir}/admin.sock\"\n{extra_global}\n\
          [log]\naccess = \"{dir}/access.log\"\n\n\
-         [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:{port}\"]\nbackend = \"moodle\"\n\n\
+         [[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\nbackend = \"moodle\"\n\n\
          [[backend]]\nname = \"moodle\"\n\
          [backend.cookie]\nname = \"SERVERID\"\n\
          [backend.check]\nuri = \"/health\"\ninterval = \"300ms\"\n\n\
@@ -52,6 +52,7 @@ fn take_over(old: &EngineProc, cores: &str, config: &Path, tag: &str) -> EngineP
         dir: old.dir.clone(),
         config: config.to_path_buf(),
         stderr,
+        bound: Bound::default(),
     }
 }
 
@@ -62,9 +63,8 @@ fn serves(addr: SocketAddr) -> bool {
 fn takeover_under_load(new_cores: &str) {
     let o = origins(2);
     let dir = tmpdir(&format!("takeover-{new_cores}"));
-    let port = free_port();
-    let mut old = EngineProc::start(&dir, &text(&dir, port, &o, ""), port, Spawn::default());
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut old = EngineProc::start(&dir, &text(&dir, &o, ""), Spawn::default());
+    let addr = old.addr("web");
     let sock = dir.join("admin.sock");
     Admin::connect(&sock).ok("disable server moodle/m1");
     Admin::connect(&sock).ok("set weight moodle/m2 7");
@@ -149,9 +149,8 @@ fn a_takeover_onto_fewer_cores_accepts_on_every_socket_it_received() {
 fn a_takeover_that_cannot_happen_leaves_the_running_engine_serving() {
     let o = origins(2);
     let dir = tmpdir("takeover-bad");
-    let port = free_port();
-    let mut old = EngineProc::start(&dir, &text(&dir, port, &o, ""), port, Spawn::default());
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut old = EngineProc::start(&dir, &text(&dir, &o, ""), Spawn::default());
+    let addr = old.addr("web");
     let run = |args: &[&str], config: &Path| {
         let out = Command::new(engine_bin(true))
             .args(args)
@@ -198,7 +197,7 @@ fn a_takeover_that_cannot_happen_leaves_the_running_engine_serving() {
     assert!(err.contains("missing.toml"), "{err}");
     // A user that does not exist: refused before the sockets are asked for.
     let bad = dir.join("bad-user.toml");
-    std::fs::write(&bad, text(&dir, port, &o, "user = \"no-such-user-here\"\n")).unwrap();
+    std::fs::write(&bad, text(&dir, &o, "user = \"no-such-user-here\"\n")).unwrap();
     let (code, err) = run(
         &["--takeover", dir.join("admin.sock").to_str().unwrap()],
         &bad,
@@ -230,9 +229,8 @@ fn exited(pid: u32) -> bool {
 fn the_admin_upgrade_starts_the_binary_again_and_tells_systemd_its_new_main_pid() {
     let o = origins(2);
     let dir = tmpdir("upgrade");
-    let port = free_port();
     let cfg = dir.join("lb.toml");
-    std::fs::write(&cfg, text(&dir, port, &o, "")).unwrap();
+    std::fs::write(&cfg, text(&dir, &o, "")).unwrap();
     let notify = dir.join("notify.sock");
     let systemd = UnixDatagram::bind(&notify).unwrap();
     systemd
@@ -262,6 +260,7 @@ fn the_admin_upgrade_starts_the_binary_again_and_tells_systemd_its_new_main_pid(
         dir: dir.clone(),
         config: cfg.clone(),
         stderr,
+        bound: Bound::default(),
     };
     let ready = heard(&|m| !m.is_empty(), Duration::from_secs(20));
     assert!(
@@ -271,7 +270,7 @@ fn the_admin_upgrade_starts_the_binary_again_and_tells_systemd_its_new_main_pid(
     );
     let sock = dir.join("admin.sock");
     Admin::connect(&sock).ok("disable server moodle/m1");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = Bound::parse(&old.said()).addr("web");
     let load = Load::start(Spec {
         addr,
         conns: 16,

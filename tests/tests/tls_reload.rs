@@ -22,42 +22,31 @@ fn certificate_errors_at_start_name_the_file() {
     require_tools();
     let o = origins(1);
     let dir = tmpdir("tls-start");
-    let port = free_port();
 
     // Missing file: a configuration error naming it.
     let missing = dir.join("missing.pem");
-    let e = load_errors(
-        &dir,
-        &reload_text(port, &o[0], &missing.display().to_string()),
-    )
-    .expect("a missing certificate file is refused");
+    let e = load_errors(&dir, &reload_text(&o[0], &missing.display().to_string()))
+        .expect("a missing certificate file is refused");
     assert!(e.contains("missing.pem"), "{e}");
 
     // Not PEM at all.
     let junk = dir.join("junk.pem");
     std::fs::write(&junk, "hello, I am not a certificate\n").unwrap();
-    let e = load_errors(&dir, &reload_text(port, &o[0], &junk.display().to_string()))
+    let e = load_errors(&dir, &reload_text(&o[0], &junk.display().to_string()))
         .expect("a non-PEM file is refused");
     assert!(e.contains("junk.pem"), "{e}");
 
     // A certificate without its key.
     let nokey = dir.join("nokey.pem");
     std::fs::write(&nokey, tools::certs::self_signed(&["nokey.test"]).0).unwrap();
-    let e = load_errors(
-        &dir,
-        &reload_text(port, &o[0], &nokey.display().to_string()),
-    )
-    .expect("a combined file without a key is refused");
+    let e = load_errors(&dir, &reload_text(&o[0], &nokey.display().to_string()))
+        .expect("a combined file without a key is refused");
     assert!(e.contains("nokey.pem"), "{e}");
 
     // The certificate with another certificate's key: refused at start, naming the file.
     let mism = dir.join("mismatch.pem");
     write_pair(&mism, &["mismatch.test"], true);
-    let cfg = cfg_in(
-        &dir,
-        &reload_text(port, &o[0], &mism.display().to_string()),
-        &[],
-    );
+    let cfg = cfg_in(&dir, &reload_text(&o[0], &mism.display().to_string()), &[]);
     let err = engine::start(
         cfg,
         engine::Options {
@@ -79,7 +68,7 @@ fn certificate_errors_at_start_name_the_file() {
     let (_, k2) = tools::certs::self_signed(&["two.test"]);
     std::fs::write(dir.join("one.crt"), c1).unwrap();
     std::fs::write(dir.join("two.key"), k2).unwrap();
-    let text = reload_text(port, &o[0], "X").replace(
+    let text = reload_text(&o[0], "X").replace(
         "certs = [\"X\"]",
         "certs = [{ cert = \"one.crt\", key = \"two.key\" }]",
     );
@@ -111,7 +100,7 @@ fn certificate_errors_at_start_name_the_file() {
     )
     .unwrap();
     let res = config::load_str(
-        &reload_text(port, &o[0], &badkey.display().to_string()),
+        &reload_text(&o[0], &badkey.display().to_string()),
         &dir.join("lb.toml"),
     );
     match res {
@@ -145,7 +134,7 @@ fn certificate_errors_at_start_name_the_file() {
         .arg("-c")
         .arg({
             let p = dir.join("lb.toml");
-            std::fs::write(&p, reload_text(port, &o[0], "mismatch.pem")).unwrap();
+            std::fs::write(&p, reload_text(&o[0], "mismatch.pem")).unwrap();
             p
         })
         .stdin(Stdio::null())
@@ -168,7 +157,7 @@ fn reload_in_process_swaps_certificate(driver: DriverChoice) {
     let cert = dir.join("site.pem");
     write_pair(&cert, &["old.reload.test"], false);
     std::fs::copy(&cert, dir.join("old-ca.pem")).unwrap();
-    let text = reload_text(free_port(), &o[0], "site.pem");
+    let text = reload_text(&o[0], "site.pem");
     let r = start(cfg_in(&dir, &text, &[]), driver);
     let a = r.addr("https");
     assert_eq!(cn_for(a, Some("old.reload.test")), "old.reload.test");
@@ -221,7 +210,7 @@ fn reload_in_process_refuses_bad_certificate(driver: DriverChoice) {
     let dir = tmpdir("tls-reload-bad");
     let cert = dir.join("site.pem");
     write_pair(&cert, &["old.reload.test"], false);
-    let text = reload_text(free_port(), &o[0], "site.pem");
+    let text = reload_text(&o[0], "site.pem");
     let r = start(cfg_in(&dir, &text, &[]), driver);
     let a = r.addr("https");
     let mut p = Persistent::open(a, "old.reload.test", &[]);

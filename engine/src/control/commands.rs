@@ -16,6 +16,7 @@ impl State {
         match words.as_slice() {
             ["show", "servers"] => self.show_servers(),
             ["show", "info"] => self.show_info(),
+            ["show", "binds"] => self.show_binds(),
             ["disable", "server", name] => match find(self, name).map(|s| s.index()) {
                 Ok(i) => {
                     self.admin[i] = AdminState::Maint;
@@ -78,7 +79,7 @@ impl State {
                 self.shared.stop.store(true, Ordering::Relaxed);
                 ok
             }
-            ["help"] => "commands: show servers | show info | disable server B/S | enable server B/S | set server B/S state ready|drain|maint | set weight B/S N | reload | upgrade\n\n".into(),
+            ["help"] => "commands: show servers | show info | show binds | disable server B/S | enable server B/S | set server B/S state ready|drain|maint | set weight B/S N | reload | upgrade\n\n".into(),
             _ => format!("error: unknown command {:?}; try: help\n\n", line.trim()),
         }
     }
@@ -123,6 +124,20 @@ impl State {
                     s.checks_vetoed
                 ));
             }
+        }
+        out.push('\n');
+        out
+    }
+
+    /// `show binds`: every address listened on, port 0 resolved to the port bound:
+    /// `frontend/NAME ADDRESS` per bind, then `stats ADDRESS`.
+    pub(super) fn show_binds(&self) -> String {
+        let mut out = String::from("# listener address\n");
+        for (f, a) in self.binds.as_ref().map(|b| b()).unwrap_or_default() {
+            out.push_str(&format!("frontend/{f} {a}\n"));
+        }
+        if let Some(a) = self.stats_addr {
+            out.push_str(&format!("stats {a}\n"));
         }
         out.push('\n');
         out

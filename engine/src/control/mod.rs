@@ -54,6 +54,10 @@ pub type Reloader = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// Starts a successor that takes this engine over (the admin `upgrade`); its pid.
 pub type Upgrader = Arc<dyn Fn() -> Result<u32, String> + Send + Sync>;
 
+/// The addresses the frontends listen on (port 0 resolved), for the admin `show binds`:
+/// one `(frontend, address)` per bind.
+pub type BindList = Arc<dyn Fn() -> Vec<(String, std::net::SocketAddr)> + Send + Sync>;
+
 /// Every listening socket of the cores, duplicated, for a takeover.
 pub type ListenerSource =
     Arc<dyn Fn() -> Result<Vec<(ListenerInfo, OwnedFd)>, String> + Send + Sync>;
@@ -70,6 +74,8 @@ pub struct Endpoints {
     pub upgrader: Option<Upgrader>,
     /// The cores' sockets, for a takeover.
     pub listeners: Option<ListenerSource>,
+    /// The frontends' bound addresses (the admin `show binds`).
+    pub binds: Option<BindList>,
     /// Server states a previous engine handed over (this one took over from it).
     pub handed: Vec<ServerHandover>,
 }
@@ -137,6 +143,8 @@ impl Control {
 async fn run(mut state: State, rx: Receiver<ControlMsg>, endpoints: Endpoints) {
     state.reloader = endpoints.reloader.clone();
     state.upgrader = endpoints.upgrader.clone();
+    state.binds = endpoints.binds.clone();
+    state.stats_addr = endpoints.stats.as_ref().and_then(|l| l.local_addr().ok());
     if !endpoints.handed.is_empty() {
         state.apply_handover(&endpoints.handed);
     }

@@ -38,6 +38,10 @@ pub(super) struct State {
     /// Starts a successor (the admin `upgrade`), when the engine was started from a file
     /// with an admin socket.
     pub(super) upgrader: Option<super::Upgrader>,
+    /// The frontends' bound addresses (the admin `show binds`).
+    pub(super) binds: Option<super::BindList>,
+    /// Where the stats endpoint listens, when it does.
+    pub(super) stats_addr: Option<std::net::SocketAddr>,
     /// Recent passive failures per server (time of each).
     pub(super) passive: Vec<VecDeque<Instant>>,
     /// When a server last came back up (slowstart).
@@ -67,6 +71,8 @@ impl State {
             weight_set: vec![false; n],
             reloader: None,
             upgrader: None,
+            binds: None,
+            stats_addr: None,
             snap,
             shared,
             senders,

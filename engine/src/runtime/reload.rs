@@ -102,6 +102,12 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// Every bind as `(frontend, address bound)`, in the order bound.
+    pub fn bound(&self) -> Vec<(String, SocketAddr)> {
+        let binds = self.binds.lock().unwrap_or_else(|e| e.into_inner());
+        binds.iter().map(|b| (b.frontend.clone(), b.real)).collect()
+    }
+
     /// The bound addresses of a frontend, in its configuration's order.
     pub fn frontend_addrs(&self, name: &str) -> Vec<SocketAddr> {
         let binds = self.binds.lock().unwrap_or_else(|e| e.into_inner());

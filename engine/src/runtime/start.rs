@@ -95,6 +95,13 @@ pub fn start_with(
             return Err(e);
         }
     };
+    // Where it listens, port 0 resolved (tests and operators read the port from here).
+    for (frontend, addr) in inner.bound() {
+        tracing::info!(%frontend, %addr, "listening");
+    }
+    if let Some(addr) = ends.stats_addr {
+        tracing::info!(%addr, "stats listening");
+    }
     tracing::info!(cores, driver = driver.as_str(), "engine running");
     // A takeover's new process tells systemd once the old one is to stop
     // (`MAINPID=` with `READY=1`: see `cli::run`), not here.
@@ -387,6 +394,10 @@ impl Endpoints {
             e.listeners.admin = Some(l);
         }
         e.listeners.handed = inherited.map(|i| i.servers.clone()).unwrap_or_default();
+        let weak = Arc::downgrade(inner);
+        e.listeners.binds = Some(Arc::new(move || {
+            weak.upgrade().map(|i| i.bound()).unwrap_or_default()
+        }));
         let binds = inner.binds.clone();
         e.listeners.listeners = Some(Arc::new(move || {
             let binds = binds
