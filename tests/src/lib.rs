@@ -17,6 +17,8 @@
 //! - [`ports`] ([`free_port`], [`listeners_on`]), [`process`] ([`engine_bin`],
 //!   [`signal`], [`wait_exit`], the engine binary as a process), [`student`] (the
 //!   browser and the exam script), all re-exported here.
+//! - [`health`] (the check server of tests/tests/health*.rs), [`sticky`] (Set-Cookie
+//!   headers, requests with a cookie) and [`surge`] (stats, `show servers` columns).
 
 pub mod curl;
 pub mod php;
@@ -30,12 +32,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod admin;
+pub mod health;
 pub mod load;
 pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod raw;
+pub mod sticky;
 pub mod student;
+pub mod surge;
 pub mod tls;
 
 pub use engine::{DriverChoice, DriverKind, Running};
