@@ -14,7 +14,7 @@
 //!   them through the engine.
 //! - [`tls`]: curl and `openssl s_client` as clients, the shared certificates, an HTTPS
 //!   engine, for tests/tests/tls_*.rs.
-//! - [`ports`] ([`free_port`], [`listeners_on`]), [`process`] ([`engine_bin`],
+//! - [`ports`] ([`listeners_on`]), [`process`] ([`engine_bin`],
 //!   [`signal`], [`wait_exit`], the engine binary as a process), [`student`] (the
 //!   browser and the exam script), all re-exported here.
 //! - [`health`] (the check server of tests/tests/health*.rs), [`sticky`] (Set-Cookie
@@ -44,7 +44,7 @@ pub mod surge;
 pub mod tls;
 
 pub use engine::{DriverChoice, DriverKind, Running};
-pub use ports::{free_port, listeners_on};
+pub use ports::listeners_on;
 pub use process::{engine_bin, signal, target_dir, wait_exit, workspace, SIGINT, SIGTERM};
 pub use student::{exam, to_login, Browser, Outcome, Student};
 pub use tools::client::{Conn, Framing, Response};

@@ -1,25 +1,5 @@
-//! Loopback ports: a free one for each frontend, and how many sockets listen on one.
-
-use std::net::TcpListener;
-
-/// A free loopback port (bound and released), never the same one twice in a test
-/// binary. The configuration refuses port 0 in `bind`, so frontends get one of these.
-pub fn free_port() -> u16 {
-    use std::sync::Mutex;
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    for _ in 0..100 {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let mut g = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !g.contains(&p) {
-            g.push(p);
-            return p;
-        }
-    }
-    panic!("no free port")
-}
+//! How many sockets listen on a port. (No port is found free here: engines, origins and
+//! PHP nodes bind port 0 and say which port they got.)
 
 /// Listening sockets on `port` (IPv4 and IPv6), from /proc/net/tcp{,6}.
 pub fn listeners_on(port: u16) -> usize {

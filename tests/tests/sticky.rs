@@ -153,10 +153,9 @@ fn server_set_cookie_of_ours_removed_and_cache_private(driver: DriverChoice) {
         let _ = s.write_all(body);
     });
     let text = format!(
-        "[log]\naccess = \"off\"\n[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:{}\"]\n\
+        "[log]\naccess = \"off\"\n[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\n\
          backend = \"app\"\n[[backend]]\nname = \"app\"\n[backend.cookie]\nname = \"SERVERID\"\n\
          [[backend.server]]\nname = \"raw\"\naddress = \"{}\"\ncookie = \"r1\"\n",
-        free_port(),
         srv.addr
     );
     let r = start(cfg(&text, &[]), driver);

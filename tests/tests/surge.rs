@@ -48,13 +48,11 @@ fn counting_server(ms: u64) -> Counting {
 fn maxconn_holds_across_cores(driver: DriverChoice) {
     let c = [counting_server(40), counting_server(40)];
     let text = format!(
-        "[log]\naccess = \"off\"\n[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:{}\"]\n\
+        "[log]\naccess = \"off\"\n[[frontend]]\nname = \"web\"\nbind = [\"127.0.0.1:0\"]\n\
          backend = \"app\"\n[[backend]]\nname = \"app\"\n\
          [[backend.server]]\nname = \"c1\"\naddress = \"{}\"\nmaxconn = 2\n\
          [[backend.server]]\nname = \"c2\"\naddress = \"{}\"\nmaxconn = 2\n",
-        free_port(),
-        c[0].srv.addr,
-        c[1].srv.addr
+        c[0].srv.addr, c[1].srv.addr
     );
     let r = start(cfg(&text, &[]), driver);
     let addr = r.addr("web");

@@ -95,13 +95,7 @@ pub fn start_with(
             return Err(e);
         }
     };
-    // Where it listens, port 0 resolved (tests and operators read the port from here).
-    for (frontend, addr) in inner.bound() {
-        tracing::info!(%frontend, %addr, "listening");
-    }
-    if let Some(addr) = ends.stats_addr {
-        tracing::info!(%addr, "stats listening");
-    }
+    log_binds(&inner, ends.stats_addr);
     tracing::info!(cores, driver = driver.as_str(), "engine running");
     // A takeover's new process tells systemd once the old one is to stop
     // (`MAINPID=` with `READY=1`: see `cli::run`), not here.
@@ -116,6 +110,17 @@ pub fn start_with(
         _admin: ends.admin,
         stats_addr: ends.stats_addr,
     })
+}
+
+/// Where the engine listens, port 0 resolved: a line per bind (tests and operators read
+/// the port from here; `show binds` says the same).
+fn log_binds(inner: &Inner, stats: Option<std::net::SocketAddr>) {
+    for (frontend, addr) in inner.bound() {
+        tracing::info!(%frontend, %addr, "listening");
+    }
+    if let Some(addr) = stats {
+        tracing::info!(%addr, "stats listening");
+    }
 }
 
 /// The admin socket and stats endpoint bound, the health-check thread started.
