@@ -1,20 +1,28 @@
 //! One engine per address (issue 16): SO_REUSEPORT would let a second engine of the same
 //! user join a running one's listeners silently and take half its connections. Before it
 //! binds, the engine checks that no other socket listens on the address, and refuses
-//! with exit 1, naming it.
+//! with exit 1, naming it. (The first engine binds port 0; the second is given the port
+//! it got.)
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use engine_tests::*;
 
+/// The [`Web`] text with its port 0 bind on `addr` instead.
+fn on(text: &str, addr: std::net::SocketAddr) -> String {
+    assert!(text.contains("\"127.0.0.1:0\""), "{text}");
+    text.replace("\"127.0.0.1:0\"", &format!("\"{addr}\""))
+}
+
 #[test]
 fn a_second_engine_on_the_same_address_is_refused_in_process() {
     let o = origins(1);
-    let cfg = Web::new(&[&o[0]]).config();
-    let first = start(cfg.clone(), DriverChoice::Auto);
+    let text = Web::new(&[&o[0]]).text();
+    let first = start(cfg(&text, &[]), DriverChoice::Auto);
     let addr = first.addr("web");
-    match engine::start(cfg, engine::Options::default()) {
+    let same = cfg(&on(&text, addr), &[]);
+    match engine::start(same, engine::Options::default()) {
         Ok(_) => panic!("a second engine started on {addr}"),
         Err(e) => assert!(e.to_string().contains(&addr.to_string()), "{e}"),
     }
@@ -34,10 +42,10 @@ fn a_second_engine_binary_exits_1_naming_the_address() {
     let o = origins(1);
     let dir = tmpdir("second-engine");
     let text = Web::new(&[&o[0]]).text();
-    let path = dir.join("lb.toml");
-    std::fs::write(&path, &text).unwrap();
     let first = start(cfg_in(&dir, &text, &[]), DriverChoice::Auto);
     let addr = first.addr("web");
+    let path = dir.join("lb.toml");
+    std::fs::write(&path, on(&text, addr)).unwrap();
     let err_path = dir.join("stderr");
     let mut child = Command::new(engine_bin(true))
         .args(["--cores", "2", "-c"])
@@ -58,14 +66,9 @@ fn a_second_engine_binary_exits_1_naming_the_address() {
 #[test]
 fn a_plain_listener_on_the_address_is_refused_too() {
     let o = origins(1);
-    let text = Web::new(&[&o[0]]).text();
-    let port: u16 = text
-        .split("bind = [\"127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap();
-    let other = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = other.local_addr().unwrap().port();
+    let text = on(&Web::new(&[&o[0]]).text(), other.local_addr().unwrap());
     match engine::start(cfg(&text, &[]), engine::Options::default()) {
         Ok(_) => panic!("started on a port another program listens on"),
         Err(e) => assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}"),
