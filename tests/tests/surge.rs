@@ -213,14 +213,14 @@ fn queue_timeout_then_503(driver: DriverChoice) {
         );
         assert_eq!(occupant.join().unwrap(), 200);
     });
-    // No slot was lost: the next requests go straight through.
+    // No slot was lost: the next requests go straight through (a lost slot would hold
+    // them in the queue until timeout_queue and answer 503). No clock: a loaded machine
+    // may be slow to answer, never slow enough to turn a free slot into a 503.
     for i in 0..3 {
-        let t = Instant::now();
         let resp = tools::client::get(addr, "/login/index.php").unwrap();
-        assert_eq!(resp.status, 200, "#{i} after the surge");
-        assert!(
-            t.elapsed() < Duration::from_millis(250),
-            "#{i} did not queue"
+        assert_eq!(
+            resp.status, 200,
+            "#{i} after the surge: served, not queued out"
         );
     }
 }
