@@ -1,5 +1,6 @@
 //! A client of the admin socket: one command per line, each answer read up to the empty
-//! line that ends it.
+//! line that ends it. Also [`show_line`]: one server's `show servers` line from an
+//! in-process engine.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -134,4 +135,28 @@ pub struct ServerLine {
     pub active: u64,
     pub queued: u64,
     pub total: u64,
+}
+
+/// The `show servers` line of `backend/server`, split in columns:
+/// `backend/server address state weight active queued total`.
+pub fn show_line(r: &crate::Running, bs: &str) -> Vec<String> {
+    let ans = r.admin("show servers");
+    assert!(
+        ans.starts_with("# backend/server address state weight active queued total"),
+        "show servers header:\n{ans}"
+    );
+    assert!(ans.ends_with("\n\n"), "the answer ends with an empty line");
+    ans.lines()
+        .find(|l| l.split_whitespace().next() == Some(bs))
+        .unwrap_or_else(|| panic!("no line for {bs} in show servers:\n{ans}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Column `i` of a [`show_line`] as a number.
+pub fn col(line: &[String], i: usize) -> u64 {
+    line[i]
+        .parse()
+        .unwrap_or_else(|_| panic!("column {i} of {line:?}"))
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use engine::balance::ServerState;
+use engine_tests::admin::show_line;
 use engine_tests::sticky::*;
 use engine_tests::*;
 
@@ -63,17 +64,6 @@ fn wait_state(r: &Running, i: usize, want: ServerState) {
         &format!("server #{i} published as {want:?}"),
         || r.states().servers.get(i).map(|s| s.state) == Some(want),
     );
-}
-
-/// The `show servers` line of `backend/server`, split in columns.
-fn show_line(r: &Running, bs: &str) -> Vec<String> {
-    let ans = r.admin("show servers");
-    ans.lines()
-        .find(|l| l.split_whitespace().next() == Some(bs))
-        .unwrap_or_else(|| panic!("no line for {bs} in show servers:\n{ans}"))
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
 }
 
 fn admin_ok(r: &Running, cmd: &str) {
